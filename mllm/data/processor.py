@@ -1,0 +1,157 @@
+"""Turning (image, prompt, caption) into model inputs, with labels masked by construction.
+
+The prompt goes through the LLM's own chat template; the answer is the rest of the rendered
+conversation (the caption plus the template's end-of-turn), tokenized on its own. Labels are
+`-100` for every prompt and image token and the answer's ids for the rest: nothing is re-parsed
+from a rendered template, so a new tokenizer or template cannot silently zero the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+IGNORE_INDEX = -100
+
+
+class SampleError(ValueError):
+    """A record that cannot become a training sample (named in the message)."""
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class CaptionProcessor:
+    """Image processor + tokenizer + task prompts: everything between a record and the model."""
+
+    FILE = "mllm_processor.json"
+
+    def __init__(self, tokenizer, image_processor, image_token: str, image_seq_length: int,
+                 prompts: dict[str, list[str]], max_length: int = 512):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.image_token = image_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.image_seq_length = image_seq_length
+        self.prompts = {task: list(p) for task, p in prompts.items()}
+        self.max_length = max_length
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    # -- images ---------------------------------------------------------------------------
+    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    # -- text -----------------------------------------------------------------------------
+    def task_prompt(self, task: str, key: str = "") -> str:
+        """The instruction for `task`; a record's key picks one of several, deterministically."""
+        try:
+            choices = self.prompts[task]
+        except KeyError:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(self.prompts)}") from None
+        return choices[zlib.crc32(f"{key}|{task}".encode()) % len(choices)] if key else choices[0]
+
+    def _messages(self, prompt: str, caption: str | None = None) -> list[dict]:
+        messages = [{"role": "user", "content": f"{self.image_token}\n{prompt}"}]
+        if caption is not None:
+            messages.append({"role": "assistant", "content": caption})
+        return messages
+
+    def render_prompt(self, prompt: str) -> str:
+        return self.tokenizer.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Prompt token ids with the one image token expanded to `image_seq_length` tokens."""
+        if prompt not in self._prompt_cache:
+            ids = self.tokenizer(self.render_prompt(prompt), add_special_tokens=False)["input_ids"]
+            if ids.count(self.image_token_id) != 1:
+                raise SampleError(f"the rendered prompt must hold one {self.image_token!r} token: {prompt!r}")
+            at = ids.index(self.image_token_id)
+            self._prompt_cache[prompt] = ids[:at] + [self.image_token_id] * self.image_seq_length + ids[at + 1:]
+        return self._prompt_cache[prompt]
+
+    def answer_ids(self, prompt: str, caption: str) -> list[int]:
+        """The caption and the template's end-of-turn, tokenized apart from the prompt."""
+        head = self.render_prompt(prompt)
+        full = self.tokenizer.apply_chat_template(self._messages(prompt, caption), tokenize=False)
+        if not full.startswith(head):
+            raise SampleError("the chat template renders the prompt differently once an answer follows; "
+                              "set llm.chat_template to a template that appends the answer")
+        return self.tokenizer(full[len(head):], add_special_tokens=False)["input_ids"]
+
+    def stop_token_ids(self) -> list[int]:
+        """EOS plus the template's end-of-turn token (the first special token after a caption)."""
+        stops = [self.tokenizer.eos_token_id]
+        special = set(self.tokenizer.all_special_ids)
+        caption_len = len(self.tokenizer("x", add_special_tokens=False)["input_ids"])
+        for token in self.answer_ids(self.task_prompt(next(iter(self.prompts))), "x")[caption_len:]:
+            if token in special:
+                stops.append(token)
+                break
+        return sorted(set(stops))
+
+    def encode(self, prompt: str, caption: str, record: str = "?") -> Encoded:
+        """Input ids and labels for one sample; raises `SampleError` naming `record`."""
+        if not caption or not caption.strip():
+            raise SampleError(f"record {record}: empty caption")
+        prompt_ids = self.prompt_ids(prompt)
+        if len(prompt_ids) >= self.max_length:
+            raise SampleError(f"record {record}: the prompt with its {self.image_seq_length} image tokens is "
+                              f"{len(prompt_ids)} tokens, over data.max_length={self.max_length}; truncation "
+                              "would cut image tokens")
+        answer = self.answer_ids(prompt, caption)[: self.max_length - len(prompt_ids)]
+        if not answer:
+            raise SampleError(f"record {record}: the caption has no tokens to supervise")
+        return Encoded(prompt_ids + answer, [IGNORE_INDEX] * len(prompt_ids) + answer)
+
+    # -- batches --------------------------------------------------------------------------
+    def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        """Right-padded training batch from samples `{input_ids, labels, pixel_values}`."""
+        width = max(len(s["input_ids"]) for s in samples)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(samples), width), pad, dtype=torch.long)
+        labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for row, s in enumerate(samples):
+            n = len(s["input_ids"])
+            ids[row, :n] = torch.tensor(s["input_ids"])
+            labels[row, :n] = torch.tensor(s["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+                "pixel_values": torch.stack([s["pixel_values"] for s in samples])}
+
+    def generation_inputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Left-padded prompt ids and attention mask for batched generation."""
+        rows = [self.prompt_ids(p) for p in prompts]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    # -- persistence ----------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(folder)
+        self.image_processor.save_pretrained(folder)
+        (folder / self.FILE).write_text(json.dumps({
+            "image_token": self.image_token, "image_seq_length": self.image_seq_length,
+            "prompts": self.prompts, "max_length": self.max_length}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "CaptionProcessor":
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        folder = Path(folder)
+        settings = json.loads((folder / cls.FILE).read_text())
+        return cls(AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder), **settings)

@@ -1,0 +1,162 @@
+"""Caption records from JSONL, JSON, CSV, Parquet, LLaVA conversation JSON or a HF dataset.
+
+A record is `{key?, image, caption, short_caption?, original_caption?}`; `caption` is the
+detailed caption (DSC), `short_caption` the short one (SSC). LLaVA-format files
+(`{id, image, conversations: [{from: human, value}, {from: gpt, value}]}`) give the first answer
+as the caption and its question as the prompt. Records with an empty caption or a missing image
+file are skipped and counted (`SkipReport`), never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "hf")
+
+
+@dataclass
+class CaptionRecord:
+    key: str
+    image: str | bytes  # a local path, or encoded image bytes (HF datasets)
+    caption: str = ""
+    short_caption: str = ""
+    original_caption: str = ""
+    prompt: str | None = None  # an instruction that came with the record (LLaVA data)
+
+    def text(self, task: str) -> str:
+        return {"detailed": self.caption, "short": self.short_caption, "original": self.original_caption}[task]
+
+
+@dataclass
+class SkipReport:
+    """Records left out and why; the first few are kept by name for the log."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    keep: int = 5
+
+    def add(self, reason: str, name: str) -> None:
+        self.counts[reason] += 1
+        if len(self.examples) < self.keep:
+            self.examples.append(f"{name}: {reason}")
+            log.warning("skipping %s: %s", name, reason)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no records skipped"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.counts.most_common())
+        return f"skipped {self.total} records ({parts}); first: " + "; ".join(self.examples)
+
+
+def _rows(path: Path, fmt: str) -> list[dict]:
+    if fmt == "jsonl":
+        rows = []
+        with path.open() as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+        return rows
+    if fmt == "json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of records")
+        return data
+    if fmt == "csv":
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if fmt == "hf":
+        return _hf_rows(str(path))
+    raise ValueError(f"unknown data format {fmt!r}; known: {FORMATS}")
+
+
+def _hf_rows(source: str) -> list[dict]:
+    """Rows of a local HF dataset (saved with save_to_disk, or loadable by load_dataset)."""
+    import datasets
+
+    folder = Path(source)
+    if (folder / "dataset_info.json").exists() or (folder / "state.json").exists():
+        ds = datasets.load_from_disk(source)
+    else:
+        ds = datasets.load_dataset(source)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    rows = []
+    for row in ds:
+        image = row.get("image")
+        if isinstance(image, dict):  # {"bytes": ..., "path": ...}
+            row["image"] = image.get("bytes") or image.get("path")
+        rows.append(row)
+    return rows
+
+
+def _detect(path: Path) -> str:
+    if path.is_dir():
+        return "hf"
+    suffix = path.suffix.lower()
+    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
+
+
+def _from_llava(row: dict) -> dict:
+    turns = row.get("conversations") or []
+    question = next((t.get("value", "") for t in turns if t.get("from") in ("human", "user")), "")
+    answer = next((t.get("value", "") for t in turns if t.get("from") in ("gpt", "assistant")), "")
+    prompt = question.replace("<image>", "").strip() or None
+    return {"key": row.get("id"), "image": row.get("image"), "caption": answer, "prompt": prompt}
+
+
+def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | None = None,
+                 limit: int | None = None) -> tuple[list[CaptionRecord], SkipReport]:
+    """Read caption records; relative image paths resolve against `image_root` or the file's folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    fmt = _detect(path) if fmt == "auto" else fmt
+    root = Path(image_root) if image_root else (path if path.is_dir() else path.parent)
+    records, skipped = [], SkipReport()
+    for index, row in enumerate(_rows(path, fmt)):
+        if limit is not None and len(records) >= limit:
+            break
+        if "conversations" in row:
+            row = _from_llava(row)
+        image = row.get("image") or row.get("image_path") or row.get("path")
+        key = str(row.get("key") or row.get("id") or (Path(image).stem if isinstance(image, str) else index))
+        name = f"{path.name}#{index} ({image if isinstance(image, str) else key})"
+        caption = (row.get("caption") or "").strip()
+        short = (row.get("short_caption") or "").strip()
+        if not caption and not short:
+            skipped.add("empty caption", name)
+            continue
+        if not image:
+            skipped.add("no image field", name)
+            continue
+        if isinstance(image, str):
+            image_path = Path(image) if Path(image).is_absolute() else root / image
+            if not image_path.is_file():
+                skipped.add("missing image file", f"{path.name}#{index} ({image_path})")
+                continue
+            image = str(image_path)
+        records.append(CaptionRecord(key=key, image=image, caption=caption, short_caption=short,
+                                     original_caption=(row.get("original_caption") or "").strip(),
+                                     prompt=row.get("prompt")))
+    return records, skipped

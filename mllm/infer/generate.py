@@ -1,0 +1,115 @@
+"""Batched captioning with transformers' `generate`: left padding, greedy / beam / sampling.
+
+Greedy batched output equals one-at-a-time output: prompts are left-padded with an attention
+mask, so every row sees the same tokens at the same positions it would see alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from mllm.config import GenerationSettings
+from mllm.data.processor import CaptionProcessor
+from mllm.model.recipes import unwrap
+
+
+@dataclass
+class GeneratedText:
+    text: str
+    token_ids: list[int]  # generated ids, special tokens stripped
+
+
+class ImagePreprocessor:
+    """Picklable image -> pixel_values step, for DataLoader workers."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+class Captioner:
+    """A loaded captioner: `caption(images, task)` or, with preprocessed pixels, `generate`."""
+
+    def __init__(self, model, processor: CaptionProcessor, model_id: str = "", model_revision: str | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_id = model_id
+        self.model_revision = model_revision
+        self.preprocessor: Callable[[list[Image.Image]], torch.Tensor] = ImagePreprocessor(processor.image_processor)
+        self.stop_ids = processor.stop_token_ids()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | None = None) -> "Captioner":
+        """Load a run folder (LoRA merged for speed)."""
+        from mllm.model.checkpoint import load_captioner
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        built = load_captioner(model_dir, merge=True, device=device)
+        return cls(built.model, built.processor, model_id=Path(model_dir).resolve().name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+        kwargs = {
+            "max_new_tokens": settings.max_new_tokens,
+            "num_beams": settings.num_beams,
+            "do_sample": settings.do_sample,
+            "repetition_penalty": settings.repetition_penalty,
+            "no_repeat_ngram_size": settings.no_repeat_ngram_size,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.processor.tokenizer.pad_token_id,
+            "suppress_tokens": [self.processor.image_token_id],
+        }
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        return kwargs
+
+    @torch.inference_mode()
+    def generate(self, pixel_values: torch.Tensor, task: str, settings: GenerationSettings | None = None,
+                 prompts: list[str] | None = None) -> list[GeneratedText]:
+        """Caption a batch of preprocessed images; `prompts` overrides the task's instruction per row."""
+        settings = settings or GenerationSettings()
+        prompts = prompts or [self.processor.task_prompt(task)] * len(pixel_values)
+        inputs = self.processor.generation_inputs(prompts)
+        dtype = next(unwrap(self.model).model.multi_modal_projector.parameters()).dtype
+        output = self.model.generate(
+            input_ids=inputs["input_ids"].to(self.device),
+            attention_mask=inputs["attention_mask"].to(self.device),
+            pixel_values=pixel_values.to(self.device, dtype),
+            **self._generate_kwargs(settings),
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        special = set(self.processor.tokenizer.all_special_ids)
+        results = []
+        for row in new_tokens:
+            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            ids = [t for t in row[:cut] if t not in special]
+            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            results.append(GeneratedText(text, ids))
+        return results
+
+    def caption(self, images: list[Image.Image], task: str, settings: GenerationSettings | None = None,
+                prompts: list[str] | None = None) -> list[GeneratedText]:
+        """Caption PIL images in batches of `settings.batch_size`."""
+        settings = settings or GenerationSettings()
+        out: list[GeneratedText] = []
+        for start in range(0, len(images), settings.batch_size):
+            chunk = images[start:start + settings.batch_size]
+            chunk_prompts = prompts[start:start + settings.batch_size] if prompts else None
+            out += self.generate(self.preprocessor(chunk), task, settings, chunk_prompts)
+        return out
+
+
+def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:
+    """A copy of `settings` with the non-None overrides applied (CLI flags)."""
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,87 @@
+"""Training recipes: which parameters train in each stage, kept apart from the training loop.
+
+- stage `align`: the connector only (tower and LLM frozen);
+- stage `sft`: the connector plus the LLM recipe: `frozen`, `lora`, `qlora` (4-bit base + LoRA)
+  or `full`;
+- either stage: the last `vision.trainable_layers` tower blocks (-1: the whole tower).
+"""
+
+from __future__ import annotations
+
+import re
+
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
+from transformers import LlavaForConditionalGeneration
+
+from mllm.config import ModelConfig
+from mllm.model.towers import encoder_layers
+
+RECIPES = ("frozen", "lora", "qlora", "full")
+STAGES = ("align", "sft")
+
+
+def llm_recipe(cfg: ModelConfig, stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+    if cfg.tuning.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {cfg.tuning.recipe!r}; known: {RECIPES}")
+    return "frozen" if stage == "align" else cfg.tuning.recipe
+
+
+def lora_target_regex(model: LlavaForConditionalGeneration, target: str | list[str]) -> str:
+    """A peft `target_modules` regex matching linear layers inside the LLM only."""
+    prefix = "model.language_model."
+    names = sorted({
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name.startswith(prefix) and isinstance(module, nn.Linear)
+    })
+    if target != "all-linear":
+        wanted = [target] if isinstance(target, str) else list(target)
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise ValueError(f"LoRA targets {missing} are not linear layers of the LLM; found: {names}")
+        names = wanted
+    return rf"{re.escape(prefix)}.*\.({'|'.join(map(re.escape, names))})"
+
+
+def apply_recipe(model: LlavaForConditionalGeneration, cfg: ModelConfig, stage: str,
+                 gradient_checkpointing: bool = False) -> nn.Module:
+    """Freeze / unfreeze / wrap `model` for `stage`; returns the model to train (maybe a PeftModel)."""
+    recipe = llm_recipe(cfg, stage)
+    model.requires_grad_(False)
+    if recipe == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if recipe in ("lora", "qlora"):
+        lora = LoraConfig(
+            r=cfg.tuning.lora_r,
+            lora_alpha=cfg.tuning.lora_alpha,
+            lora_dropout=cfg.tuning.lora_dropout,
+            target_modules=lora_target_regex(model, cfg.tuning.lora_target),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    llava = unwrap(model)
+    if recipe == "full":
+        llava.model.language_model.requires_grad_(True)
+        llava.lm_head.requires_grad_(True)
+    llava.model.multi_modal_projector.requires_grad_(True)
+    layers = cfg.vision.trainable_layers
+    if layers < 0:
+        llava.model.vision_tower.requires_grad_(True)
+    elif layers > 0:
+        for block in encoder_layers(llava.model.vision_tower)[-layers:]:
+            block.requires_grad_(True)
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def unwrap(model: nn.Module) -> LlavaForConditionalGeneration:
+    """The Llava model inside a PeftModel (or the model itself)."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    if not isinstance(model, LlavaForConditionalGeneration):
+        raise TypeError(f"not a captioner: {type(model).__name__}")
+    return model

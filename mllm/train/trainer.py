@@ -1,0 +1,122 @@
+"""Training on the HF Trainer: one function per run, one small Trainer subclass for saving.
+
+The same call runs single-process, under `torchrun`, or under DeepSpeed ZeRO-2/3 (set
+`train.deepspeed` to a JSON config from configs/deepspeed/). Checkpoints hold the config, the
+trainable weights (safetensors) and the Trainer's optimizer/scheduler/RNG state, so a rerun of
+the same command resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import get_last_checkpoint
+
+from mllm.config import Config
+from mllm.data.dataset import CaptionDataset
+from mllm.data.records import read_records
+from mllm.model.build import WEIGHTS_FILE, Built, build_captioner, load_weights
+from mllm.model.checkpoint import save_run
+from mllm.train.curves import plot_loss
+
+log = logging.getLogger(__name__)
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order that depends only on (seed, epoch), so resuming replays it exactly."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class CaptionTrainer(Trainer):
+    """Saves and loads mllm run folders instead of whole `save_pretrained` models."""
+
+    def __init__(self, *args, built: Built, run_config: Config, lengths: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built, self.run_config, self.lengths = built, run_config, lengths
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy == "group_by_length":
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochLengthGroupedSampler(batch, self.lengths, self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if self.args.should_save:
+            save_run(self.built, self.run_config, output_dir or self.args.output_dir, state_dict)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_weights(model or self.model, Path(resume_from_checkpoint) / WEIGHTS_FILE)
+
+
+def training_arguments(cfg: Config) -> TrainingArguments:
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.scheduler,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        dataloader_num_workers=t.num_workers,
+        deepspeed=t.deepspeed,
+        use_cpu=t.use_cpu,
+        report_to=t.report_to,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def train(cfg: Config) -> Path:
+    """Run one training stage; returns the run folder (loadable with `load_captioner`)."""
+    out = Path(cfg.train.output_dir)
+    set_seed(cfg.train.seed)
+    if not cfg.data.train:
+        raise ValueError("data.train is not set")
+    # Build before TrainingArguments: DeepSpeed partitions the assembled model at initialize().
+    built = build_captioner(cfg, out, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    records, skipped = read_records(cfg.data.train, cfg.data.format, cfg.data.image_root, cfg.data.max_records)
+    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
+    log.warning("training on %d samples from %d records; %s", len(dataset), len(records), skipped.summary())
+    if not len(dataset):
+        raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
+    args = training_arguments(cfg)
+    trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset,
+                             data_collator=built.processor.collate, built=built, run_config=cfg,
+                             lengths=dataset.lengths)
+    checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if args.should_save:
+        history = trainer.state.log_history
+        (out / "train_log.json").write_text(json.dumps({
+            "log_history": history, "skipped": dict(skipped.counts),
+            "image_decode_failures": dataset.decode_failures}, indent=1))
+        plot_loss(history, out / "loss.png", title=f"{cfg.train.stage} loss")
+    return out
