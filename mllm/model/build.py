@@ -116,6 +116,7 @@ def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
         persist |= load_weights(llava, Path(model_cfg.init_from) / WEIGHTS_FILE)
     processor = CaptionProcessor(tokenizer, image_processor, model_cfg.llm.image_token,
                                  llava.config.image_seq_length, cfg.data.prompts, cfg.data.max_length)
+    # Track persisted weights by identity: LoRA wrapping renames the layers it wraps.
+    kept = {id(p) for name, p in llava.named_parameters() if name in persist}
     model = apply_recipe(llava, resolved, stage, gradient_checkpointing)
-    prefix = "base_model.model." if model is not llava else ""
-    return Built(model, processor, resolved, {prefix + name for name in persist})
+    return Built(model, processor, resolved, {name for name, p in model.named_parameters() if id(p) in kept})

@@ -53,9 +53,14 @@ def load_run_config(folder: str | Path) -> Config:
     return dataclasses.replace(cfg, model=_map_model_paths(cfg.model, lambda p: _local(p, folder)))
 
 
+def persisted_names(model: nn.Module, persist: set[str]) -> set[str]:
+    """Names of the weights a run must save: the trainable ones plus `persist`."""
+    return {name for name, p in model.named_parameters() if p.requires_grad} | persist
+
+
 def persisted_state(model: nn.Module, persist: set[str], state_dict: dict | None = None) -> dict[str, torch.Tensor]:
     """The weights a run must save: trainable ones plus `persist`, one copy of shared tensors."""
-    names = {name for name, p in model.named_parameters() if p.requires_grad} | persist
+    names = persisted_names(model, persist)
     state = state_dict if state_dict is not None else model.state_dict()
     out, seen = {}, set()
     for name in sorted(names):
@@ -67,6 +72,24 @@ def persisted_state(model: nn.Module, persist: set[str], state_dict: dict | None
         seen.add(tensor.data_ptr())
         out[name] = tensor.detach().to("cpu").contiguous().clone()
     return out
+
+
+def gather_persisted_state(model: nn.Module, persist: set[str], keep: bool) -> dict[str, torch.Tensor]:
+    """`persisted_state` of a DeepSpeed ZeRO-3 model, whose parameters are partitioned across ranks.
+
+    Gathers one parameter at a time, only those a run saves (frozen `persist` ones included).
+    A collective: every rank must call it, in the same order; ranks with `keep=False` get `{}`.
+    """
+    import deepspeed
+
+    names = persisted_names(model, persist)
+    state = {}
+    for name, param in model.named_parameters():
+        if name in names:
+            with deepspeed.zero.GatheredParameters([param]):
+                if keep:
+                    state[name] = param.detach().to("cpu").clone()
+    return persisted_state(model, persist, state) if keep else {}
 
 
 def save_run(built: Built, cfg: Config, folder: str | Path, state_dict: dict | None = None) -> Path:

@@ -21,7 +21,7 @@ from mllm.config import Config
 from mllm.data.dataset import CaptionDataset
 from mllm.data.records import read_records
 from mllm.model.build import WEIGHTS_FILE, Built, build_captioner, load_weights
-from mllm.model.checkpoint import save_run
+from mllm.model.checkpoint import gather_persisted_state, save_run
 from mllm.train.curves import plot_loss
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,15 @@ class CaptionTrainer(Trainer):
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return EpochLengthGroupedSampler(batch, self.lengths, self.args.seed)
         return super()._get_train_sampler(train_dataset)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # Under ZeRO-3 every rank must join the gather. Gather only the weights a run keeps: the
+        # Trainer's own path consolidates the whole model, and with PEFT drops frozen `persist`
+        # weights (those loaded from `init_from`).
+        if not (self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.hf_ds_config.is_zero3()):
+            return super().save_model(output_dir, _internal_call)
+        state = gather_persisted_state(self.built.model, self.built.persist, keep=self.args.should_save)
+        self._save(output_dir, state_dict=state)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.should_save:
@@ -93,7 +102,7 @@ def training_arguments(cfg: Config) -> TrainingArguments:
     )
 
 
-def train(cfg: Config) -> Path:
+def train(cfg: Config, callbacks: list | None = None) -> Path:
     """Run one training stage; returns the run folder (loadable with `load_captioner`)."""
     out = Path(cfg.train.output_dir)
     set_seed(cfg.train.seed)
@@ -109,7 +118,7 @@ def train(cfg: Config) -> Path:
     args = training_arguments(cfg)
     trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset,
                              data_collator=built.processor.collate, built=built, run_config=cfg,
-                             lengths=dataset.lengths)
+                             lengths=dataset.lengths, callbacks=callbacks)
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
