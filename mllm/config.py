@@ -8,6 +8,7 @@ from its folder alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -161,6 +162,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: dict[str, GenerationSettings] = field(default_factory=_default_generation)
+    # Per-stage dotted overrides, applied when train.stage matches: {align: {train.lr: 2e-3}}.
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):
@@ -238,8 +241,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _stage_of(data: dict[str, Any], overrides: list[str]) -> str | None:
+    probe = apply_overrides(copy.deepcopy(data), overrides)
+    return (probe.get("train") or {}).get("stage", TrainConfig.stage)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults), apply dotted overrides, validate."""
+    """Read a YAML config (or start from defaults), apply its `stages` entry for the run's stage,
+    then the dotted command-line overrides, and validate."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -248,8 +257,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+    overrides = list(overrides or [])
     try:
-        return config_from_dict(apply_overrides(data, overrides or []))
+        stage_settings = (data.get("stages") or {}).get(_stage_of(data, overrides)) or {}
+        apply_overrides(data, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                               for k, v in stage_settings.items()])
+        return config_from_dict(apply_overrides(data, overrides))
     except ConfigError as err:
         raise ConfigError(f"{path or 'defaults'}: {err}") from None
 

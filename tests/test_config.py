@@ -34,3 +34,13 @@ def test_bad_overrides_name_the_key(override, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_stage_overrides_apply_for_their_stage_only(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {stage: align, lr: 0.1}\nstages:\n  align: {train.lr: 0.002, train.max_steps: 240}\n"
+                    "  sft: {train.lr: 0.0005}\n")
+    assert load_config(path).train.lr == 0.002 and load_config(path).train.max_steps == 240
+    sft = load_config(path, ["train.stage=sft"])
+    assert sft.train.lr == 0.0005 and sft.train.max_steps == -1
+    assert load_config(path, ["train.stage=sft", "train.lr=0.3"]).train.lr == 0.3  # the command line wins
