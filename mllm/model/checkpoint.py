@@ -109,8 +109,15 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if not isinstance(model, PeftModel):
         return model
     llava = unwrap(model)
-    if getattr(llava, "is_quantized", False) or getattr(llava, "hf_quantizer", None) is not None:
-        llava.dequantize()
+    text_config = llava.config.text_config
+    quantization = getattr(text_config, "quantization_config", None)
+    if quantization is not None:
+        # The LLM was loaded in 4-bit on its own, so peft wrapped its Linear4bit layers as plain
+        # LoRA layers: swap in float copies of the dequantized weights before folding LoRA in.
+        from transformers.integrations.bitsandbytes import dequantize_and_replace
+
+        dequantize_and_replace(llava, quantization, dtype=llava.lm_head.weight.dtype)
+        del text_config.quantization_config
     return model.merge_and_unload()
 
 

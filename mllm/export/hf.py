@@ -1,0 +1,191 @@
+"""Write a trained run as a Hub-style transformers checkpoint with its `AutoProcessor` files.
+
+- `mlp2x_gelu` connector: a stock `LlavaForConditionalGeneration` + `LlavaProcessor`; loads in
+  transformers (and vLLM) with no custom code.
+- `linear` / `qformer` connectors: the same Llava model with the projector swapped, its code
+  (`mllm/export/remote_code/`) bundled and named in `auto_map`; loads with `trust_remote_code=True`.
+
+LoRA is merged first (a QLoRA base is dequantized); the processor is checked to expand the image
+token and render the prompt exactly as the run's `CaptionProcessor` does, so greedy captions match.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+from mllm.config import Config, GenerationSettings
+from mllm.data.processor import CaptionProcessor
+from mllm.model.build import CONFIG_FILE
+from mllm.model.checkpoint import load_captioner, load_run_config
+from mllm.model.recipes import unwrap
+
+STOCK_CONNECTORS = ("mlp2x_gelu",)
+TRAINING_CONFIG_FILE = "training_config.yaml"
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as asked (the message says which part and why)."""
+
+
+@dataclass
+class Exported:
+    """An export folder and what a loader needs to know about it."""
+
+    folder: Path
+    connector: str
+    bundled: bool  # True: modeling code in the folder, load with trust_remote_code=True
+    config: Config  # the run's training config
+    image_seq_length: int
+    prompts: dict[str, str]  # task -> instruction
+    rendered_prompts: dict[str, str]  # task -> the chat-templated prompt with one image token
+    stop_token_ids: list[int]
+    max_new_tokens: int
+    vllm_problems: list = field(default_factory=list)  # filled by mllm.export.vllm_check
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+
+
+def _probe_image(image_processor) -> Image.Image:
+    size = getattr(image_processor, "size", None) or {}
+    side = size.get("height") or size.get("shortest_edge") or 224
+    return Image.new("RGB", (side, side), (127, 127, 127))
+
+
+def _check_plain(llava: LlavaForConditionalGeneration, run_dir: Path) -> None:
+    """After merging, every weight must be a plain float tensor and the config free of quantization."""
+    quantized = [n for n, p in llava.named_parameters() if type(p).__name__ in ("Params4bit", "Int8Params")]
+    if quantized or getattr(llava.config.text_config, "quantization_config", None) is not None:
+        raise ExportError(f"{run_dir}: the merged model still holds quantized weights ({quantized[:3]}); "
+                          "merge_lora must dequantize the 4-bit base first")
+
+
+def generation_config(llava, processor: CaptionProcessor, settings: GenerationSettings) -> GenerationConfig:
+    """The run's decoding settings for the detailed task, with the template's stop tokens."""
+    gen = copy.deepcopy(llava.generation_config)
+    gen.update(
+        eos_token_id=processor.stop_token_ids(),
+        pad_token_id=processor.tokenizer.pad_token_id,
+        suppress_tokens=[processor.image_token_id],  # as mllm's Captioner: never emit the placeholder
+        max_new_tokens=settings.max_new_tokens,
+        num_beams=settings.num_beams,
+        do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+    )
+    if settings.do_sample:
+        gen.update(temperature=settings.temperature, top_p=settings.top_p)
+    return gen
+
+
+def stock_processor(processor: CaptionProcessor, config) -> LlavaProcessor:
+    """A `LlavaProcessor` whose `<image>` expansion gives the run's `image_seq_length` tokens.
+
+    LlavaProcessor counts `(h / patch) * (w / patch) + num_additional_image_tokens` and drops one
+    for the `default` strategy; CLIP-like towers add a CLS token (1), SigLIP-like ones do not (0).
+    """
+    pixels = processor.pixel_values([_probe_image(processor.image_processor)])
+    height, width = pixels.shape[-2:]
+    patch = getattr(config.vision_config, "patch_size", None)
+    if not patch:
+        raise ExportError(f"vision tower {config.vision_config.model_type!r} has no patch_size: "
+                          "a stock LlavaProcessor cannot count its image tokens")
+    patches = (height // patch) * (width // patch)
+    strategy = config.vision_feature_select_strategy
+    extra = config.image_seq_length - patches + (1 if strategy == "default" else 0)
+    if extra not in (0, 1):
+        raise ExportError(f"image_seq_length={config.image_seq_length} does not follow from a {height}x{width} "
+                          f"image, patch {patch} and strategy {strategy!r}: a stock LlavaProcessor cannot "
+                          "reproduce it")
+    return LlavaProcessor(processor.image_processor, processor.tokenizer, patch_size=patch,
+                          vision_feature_select_strategy=strategy, chat_template=processor.tokenizer.chat_template,
+                          image_token=processor.image_token, num_additional_image_tokens=extra)
+
+
+def bundled_processor(processor: CaptionProcessor):
+    from mllm.export.remote_code.processing_mllm_captioner import MllmCaptionerProcessor
+
+    MllmCaptionerProcessor.register_for_auto_class("AutoProcessor")
+    return MllmCaptionerProcessor(processor.image_processor, processor.tokenizer,
+                                  chat_template=processor.tokenizer.chat_template, image_token=processor.image_token,
+                                  image_seq_length=processor.image_seq_length)
+
+
+def check_processor(exported, processor: CaptionProcessor) -> None:
+    """The exported processor must give the prompt ids the run trained and captions with."""
+    prompt = processor.task_prompt(next(iter(processor.prompts)))
+    image = _probe_image(processor.image_processor)
+    inputs = exported(images=[image], text=[processor.render_prompt(prompt)], add_special_tokens=False,
+                      return_tensors="pt")
+    expected = processor.prompt_ids(prompt)
+    if inputs["input_ids"][0].tolist() != expected:
+        raise ExportError("the exported processor renders the prompt differently from the run's processor: "
+                          f"{inputs['input_ids'][0].tolist()} != {expected}")
+    if not torch.equal(inputs["pixel_values"], processor.pixel_values([image])):
+        raise ExportError("the exported image processor gives different pixel values from the run's")
+
+
+def connector_settings(llava) -> dict:
+    """The bundled config's `connector` entry, read from the trained module itself."""
+    projector = llava.model.multi_modal_projector
+    if hasattr(projector, "query_tokens"):
+        return {"type": "qformer", "num_queries": projector.query_tokens.shape[1],
+                "qformer_config": projector.qformer.config.to_dict()}
+    if hasattr(projector, "linear"):
+        return {"type": "linear"}
+    raise ExportError(f"no bundled code for the connector {type(projector).__name__}")
+
+
+def bundled_model(llava):
+    """The merged Llava as `MllmCaptionerForConditionalGeneration` (same weight names)."""
+    from mllm.export.remote_code.configuration_mllm_captioner import MllmCaptionerConfig
+    from mllm.export.remote_code.modeling_mllm_captioner import MllmCaptionerForConditionalGeneration
+
+    settings = {k: v for k, v in llava.config.to_dict().items()
+                if k not in ("model_type", "architectures", "transformers_version", "auto_map")}
+    config = MllmCaptionerConfig(connector=connector_settings(llava), **settings)
+    MllmCaptionerConfig.register_for_auto_class()
+    MllmCaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    with torch.device("meta"):
+        model = MllmCaptionerForConditionalGeneration(config)
+    model.load_state_dict(llava.state_dict(), strict=True, assign=True)
+    model.tie_weights()
+    model.generation_config = llava.generation_config
+    return model
+
+
+def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "4GB",
+                      task: str = "detailed") -> Exported:
+    """Merge and save `run_dir` into `out_dir` (model, processor, generation config, training config)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg = load_run_config(run_dir)
+    built = load_captioner(run_dir, merge=True, device="cpu")
+    llava = unwrap(built.model)
+    _check_plain(llava, run_dir)
+    for part in (llava.config.vision_config, llava.config.text_config):
+        part._name_or_path = ""  # local folders of the training machine mean nothing on the Hub
+    processor = built.processor
+    settings = cfg.generation.get(task) or next(iter(cfg.generation.values()))
+    llava.generation_config = generation_config(llava, processor, settings)
+    processor.tokenizer.padding_side = "left"  # batched generation
+    connector = cfg.model.connector.type
+    bundled = connector not in STOCK_CONNECTORS
+    model = bundled_model(llava) if bundled else llava
+    hf_processor = bundled_processor(processor) if bundled else stock_processor(processor, llava.config)
+    check_processor(hf_processor, processor)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    hf_processor.save_pretrained(out_dir)
+    shutil.copyfile(run_dir / CONFIG_FILE, out_dir / TRAINING_CONFIG_FILE)
+    prompts = {task: processor.task_prompt(task) for task in processor.prompts}
+    return Exported(out_dir, connector, bundled, cfg, llava.config.image_seq_length, prompts,
+                    {task: processor.render_prompt(p) for task, p in prompts.items()},
+                    processor.stop_token_ids(), settings.max_new_tokens)
