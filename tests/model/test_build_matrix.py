@@ -83,3 +83,23 @@ def test_partial_tower_unfreezing(tmp_path):
     tower = {n for n in trainable if "vision_tower" in n}
     assert tower and all(".layers.1." in n for n in tower)  # the last of two blocks only
     assert not any(".language_model." in n for n in trainable)
+
+
+def test_tower_from_a_full_clip_checkpoint_folder(tmp_path):
+    """A Hub-style CLIP checkpoint (text + vision) loads as a tower by path: its vision part."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    clip = CLIPModel(CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8}))
+    clip.save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip")
+    cfg = load_config(TINY, LLM + [f"model.vision.config=null", f"model.vision.name_or_path={tmp_path / 'clip'}",
+                                   "model.vision.image_processor=null", "train.stage=align"])
+    built = build_captioner(cfg, tmp_path / "run")
+    tower = unwrap(built.model).model.vision_tower
+    assert type(tower).__name__ == "CLIPVisionModel"
+    torch.testing.assert_close(tower.embeddings.patch_embedding.weight,
+                               clip.vision_model.embeddings.patch_embedding.weight)
+    assert built.model_config.vision.select_strategy == "default" and built.processor.image_seq_length == 16
