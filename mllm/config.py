@@ -41,6 +41,7 @@ class LLMConfig:
     config: dict[str, Any] | None = None  # inline config -> random init (tokenizer from name_or_path)
     tokenizer: str | None = None  # tokenizer source when it differs from name_or_path
     chat_template: str | None = None  # jinja template; default: the tokenizer's own
+    system_prompt: str | None = None  # a system message; None: whatever the template does by default
     image_token: str = "<image>"
     dtype: str = "float32"
     revision: str | None = None

@@ -35,7 +35,7 @@ class CaptionProcessor:
     FILE = "mllm_processor.json"
 
     def __init__(self, tokenizer, image_processor, image_token: str, image_seq_length: int,
-                 prompts: dict[str, list[str]], max_length: int = 512):
+                 prompts: dict[str, list[str]], max_length: int = 512, system_prompt: str | None = None):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.image_token = image_token
@@ -43,6 +43,7 @@ class CaptionProcessor:
         self.image_seq_length = image_seq_length
         self.prompts = {task: list(p) for task, p in prompts.items()}
         self.max_length = max_length
+        self.system_prompt = system_prompt
         self._prompt_cache: dict[str, list[int]] = {}
 
     # -- images ---------------------------------------------------------------------------
@@ -59,7 +60,8 @@ class CaptionProcessor:
         return choices[zlib.crc32(f"{key}|{task}".encode()) % len(choices)] if key else choices[0]
 
     def _messages(self, prompt: str, caption: str | None = None) -> list[dict]:
-        messages = [{"role": "user", "content": f"{self.image_token}\n{prompt}"}]
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        messages.append({"role": "user", "content": f"{self.image_token}\n{prompt}"})
         if caption is not None:
             messages.append({"role": "assistant", "content": caption})
         return messages
@@ -146,7 +148,7 @@ class CaptionProcessor:
         self.image_processor.save_pretrained(folder)
         (folder / self.FILE).write_text(json.dumps({
             "image_token": self.image_token, "image_seq_length": self.image_seq_length,
-            "prompts": self.prompts, "max_length": self.max_length}, indent=2))
+            "prompts": self.prompts, "max_length": self.max_length, "system_prompt": self.system_prompt}, indent=2))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "CaptionProcessor":

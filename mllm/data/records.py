@@ -59,7 +59,8 @@ class SkipReport:
         return f"skipped {self.total} records ({parts}); first: " + "; ".join(self.examples)
 
 
-def _rows(path: Path, fmt: str) -> list[dict]:
+def read_table_rows(path: Path, fmt: str) -> list[dict]:
+    """All rows of a JSONL / JSON / CSV / Parquet file or a local HF dataset folder."""
     if fmt == "jsonl":
         rows = []
         with path.open() as f:
@@ -110,7 +111,7 @@ def _hf_rows(source: str) -> list[dict]:
     return rows
 
 
-def _detect(path: Path) -> str:
+def detect_format(path: Path) -> str:
     if path.is_dir():
         return "hf"
     suffix = path.suffix.lower()
@@ -131,10 +132,10 @@ def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | N
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    fmt = _detect(path) if fmt == "auto" else fmt
+    fmt = detect_format(path) if fmt == "auto" else fmt
     root = Path(image_root) if image_root else (path if path.is_dir() else path.parent)
     records, skipped = [], SkipReport()
-    for index, row in enumerate(_rows(path, fmt)):
+    for index, row in enumerate(read_table_rows(path, fmt)):
         if limit is not None and len(records) >= limit:
             break
         if "conversations" in row:

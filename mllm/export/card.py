@@ -137,6 +137,7 @@ def metadata(exported: Exported, options: CardOptions) -> str:
 
 def transformers_snippet(exported: Exported, repo: str) -> str:
     prompt = exported.prompts.get("detailed") or next(iter(exported.prompts.values()))
+    system = "" if exported.system_prompt is None else f'{{"role": "system", "content": {exported.system_prompt!r}}}, '
     if exported.bundled:
         load = (f'model = AutoModelForImageTextToText.from_pretrained("{repo}", trust_remote_code=True)\n'
                 f'processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)')
@@ -150,7 +151,7 @@ from PIL import Image
 {imports}
 
 {load}
-messages = [{{"role": "user", "content": "<image>\\n{prompt}"}}]
+messages = [{system}{{"role": "user", "content": "<image>\\n{prompt}"}}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 images = [Image.open("photo.jpg").convert("RGB")]
 inputs = processor(images=images, text=[prompt] * len(images), padding=True, add_special_tokens=False,

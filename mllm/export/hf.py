@@ -47,6 +47,7 @@ class Exported:
     rendered_prompts: dict[str, str]  # task -> the chat-templated prompt with one image token
     stop_token_ids: list[int]
     max_new_tokens: int
+    system_prompt: str | None = None  # a system message the prompt starts with, if the run set one
     vllm_problems: list = field(default_factory=list)  # filled by mllm.export.vllm_check
 
     @property
@@ -188,4 +189,4 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     prompts = {task: processor.task_prompt(task) for task in processor.prompts}
     return Exported(out_dir, connector, bundled, cfg, llava.config.image_seq_length, prompts,
                     {task: processor.render_prompt(p) for task, p in prompts.items()},
-                    processor.stop_token_ids(), settings.max_new_tokens)
+                    processor.stop_token_ids(), settings.max_new_tokens, processor.system_prompt)

@@ -115,7 +115,8 @@ def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
     if model_cfg.init_from:
         persist |= load_weights(llava, Path(model_cfg.init_from) / WEIGHTS_FILE)
     processor = CaptionProcessor(tokenizer, image_processor, model_cfg.llm.image_token,
-                                 llava.config.image_seq_length, cfg.data.prompts, cfg.data.max_length)
+                                 llava.config.image_seq_length, cfg.data.prompts, cfg.data.max_length,
+                                 model_cfg.llm.system_prompt)
     # Track persisted weights by identity: LoRA wrapping renames the layers it wraps.
     kept = {id(p) for name, p in llava.named_parameters() if name in persist}
     model = apply_recipe(llava, resolved, stage, gradient_checkpointing)

@@ -1,0 +1,31 @@
+"""Score captions of synthetic scenes against their truth: fidelity per category, BLEU/ROUGE/CIDEr.
+
+    mllm eval --captions captions.jsonl --truth scenes/test_truth.jsonl --out eval/
+
+`--captions` is JSONL or Parquet (a file, or a folder of shards) with `key` and the caption
+column (`caption` from `mllm caption`; `detailed_caption` / `short_caption` from `mllm recaption`).
+References for the n-gram metrics default to `<split>.jsonl` beside the truth file.
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--captions", required=True, help="captions file (JSONL / Parquet) or folder of Parquet shards")
+    parser.add_argument("--truth", required=True, help="<split>_truth.jsonl from `mllm scenes`")
+    parser.add_argument("--field", default="caption", help="caption column to score")
+    parser.add_argument("--references", help="records file with reference captions (default: beside --truth)")
+    parser.add_argument("--reference-field", default="caption",
+                        help="reference column: caption (detailed task) or short_caption (short task)")
+    parser.add_argument("--out", help="folder for eval.json, eval.md and categories.png")
+
+
+def run(args) -> int:
+    from mllm.evaluate.report import evaluate_files, markdown_table
+
+    result = evaluate_files(args.captions, args.truth, field=args.field, out_dir=args.out,
+                            references_path=args.references, reference_field=args.reference_field)
+    print(markdown_table(result), end="")
+    if args.out:
+        print(f"wrote {args.out}/eval.json, eval.md, categories.png")
+    return 0
