@@ -35,14 +35,14 @@ def _step(name: str, started: float) -> None:
 
 
 def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstart", seed: int = 0,
-                   overrides: list[str] | None = None) -> Path:
-    """Run every step into `out`; returns the path of report.md."""
-    out, started = Path(out), time.monotonic()
+                   overrides: list[str] | None = None, scenes: dict | None = None) -> Path:
+    """Run every step into `out`; returns the path of report.md. `scenes` overrides SceneConfig fields."""
+    out, started, scene_overrides = Path(out), time.monotonic(), scenes
     out.mkdir(parents=True, exist_ok=True)
     scenes = out / "scenes"
     if not (scenes / "test_truth.jsonl").exists():
         _step("generating scenes", started)
-        generate_scenes(scenes, scene_preset(preset, seed=seed))
+        generate_scenes(scenes, scene_preset(preset, seed=seed, **(scene_overrides or {})))
     tower = out / "tower"
     if not (tower / "config.json").exists():
         _step("pretraining the vision tower on the scenes' facts", started)

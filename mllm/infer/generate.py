@@ -7,6 +7,7 @@ mask, so every row sees the same tokens at the same positions it would see alone
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,7 +54,8 @@ class Captioner:
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         built = load_captioner(model_dir, merge=True, device=device)
-        return cls(built.model, built.processor, model_id=Path(model_dir).resolve().name)
+        return cls(built.model, built.processor, model_id=Path(model_dir).resolve().name,
+                   model_revision=weights_revision(model_dir))
 
     @property
     def device(self) -> torch.device:
@@ -108,6 +110,12 @@ class Captioner:
             chunk_prompts = prompts[start:start + settings.batch_size] if prompts else None
             out += self.generate(self.preprocessor(chunk), task, settings, chunk_prompts)
         return out
+
+
+def weights_revision(model_dir: str | Path) -> str:
+    """The first 12 hex digits of the SHA-256 of the run's `model.safetensors`: names the exact weights."""
+    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:12]
 
 
 def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:

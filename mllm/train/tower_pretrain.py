@@ -31,7 +31,7 @@ class TowerPretrainConfig:
     num_layers: int = 3
     num_heads: int = 4
     patch_size: int = 16
-    steps: int = 500
+    steps: int = 900
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0

@@ -95,7 +95,7 @@ def training_arguments(cfg: Config) -> TrainingArguments:
         save_total_limit=t.save_total_limit,
         dataloader_num_workers=t.num_workers,
         deepspeed=t.deepspeed,
-        use_cpu=t.use_cpu,
+        use_cpu=t.use_cpu or not torch.cuda.is_available(),
         report_to=t.report_to,
         remove_unused_columns=False,
         disable_tqdm=False,

@@ -1,0 +1,73 @@
+"""A deterministic stand-in for `mllm.infer.generate.Captioner`: captions name an image's mean colour."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+COLOURS = {
+    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "white": (255, 255, 255),
+    "black": (0, 0, 0), "yellow": (255, 255, 0), "magenta": (255, 0, 255), "cyan": (0, 255, 255),
+    "gray": (128, 128, 128),
+}
+
+
+@dataclass
+class GeneratedText:
+    text: str
+    token_ids: list[int]
+
+
+class FakePreprocessor:
+    """Picklable: images -> float tensor [N, 3, size, size] in 0..1."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+
+    def __call__(self, images) -> torch.Tensor:
+        arrays = [torch.frombuffer(bytearray(im.resize((self.size, self.size)).tobytes()), dtype=torch.uint8)
+                  for im in images]
+        return torch.stack([a.view(self.size, self.size, 3).permute(2, 0, 1) for a in arrays]).float() / 255
+
+
+def colour_name(pixels: torch.Tensor) -> str:
+    mean = (pixels.mean(dim=(1, 2)) * 255).tolist()
+    return min(COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOURS[n], mean)))
+
+
+class FakeCaptioner:
+    """`looping`: "retry" loops unless a repetition penalty is set; "always" loops regardless."""
+
+    model_id = "fake-captioner"
+    model_revision = "v0"
+
+    def __init__(self, sleep: float = 0.0, looping: str | None = None, fail_colour: str | None = None):
+        self.preprocessor = FakePreprocessor()
+        self.sleep, self.looping, self.fail_colour = sleep, looping, fail_colour
+        self.calls = 0
+
+    def _text(self, colour: str, task: str, settings) -> str:
+        loops = self.looping == "always" or (self.looping == "retry" and settings.repetition_penalty <= 1.0)
+        if loops:
+            return f"A {colour} square on a table. " + "and a cup and a cup " * 40
+        if task == "short":
+            return f"A {colour} square."
+        return (f"A plain {colour} image filled edge to edge with one flat colour. "
+                f"There are no objects, no text and no people; the background is {colour} too.")
+
+    def generate(self, pixel_values: torch.Tensor, task: str, settings) -> list[GeneratedText]:
+        self.calls += 1
+        time.sleep(self.sleep * len(pixel_values))
+        out = []
+        for pixels in pixel_values:
+            colour = colour_name(pixels)
+            if colour == self.fail_colour:
+                raise RuntimeError(f"cannot caption {colour}")
+            words = self._text(colour, task, settings).split()[: settings.max_new_tokens]
+            out.append(GeneratedText(" ".join(words), [len(w) for w in words]))
+        return out
+
+    def caption(self, images, task: str, settings) -> list[GeneratedText]:
+        return self.generate(self.preprocessor(images), task, settings)
