@@ -37,7 +37,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             continue
         module = _verb_module(name)
         help_line = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
-        p = sub.add_parser(name, help=help_line, description=module.__doc__)
+        p = sub.add_parser(name, help=help_line, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
     return parser
 
@@ -45,12 +46,13 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = argv[0] if argv and argv[0] in VERBS else None
+    parser = build_parser(verb)
     if verb is None:
-        parser = argparse.ArgumentParser(prog="mllm", description=__doc__.splitlines()[0])
-        parser.add_argument("verb", choices=sorted(VERBS), help="what to do")
-        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    args = build_parser(verb).parse_args(argv)
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.parse_args(argv)  # exits with "invalid choice" and the list of verbs
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv)
     return int(_verb_module(verb).run(args) or 0)
 
 
