@@ -109,7 +109,7 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     processor.save_pretrained(out_dir)
     (out_dir / "pretraining.json").write_text(json.dumps({
         "config": asdict(cfg), "vocab": data.vocab, "first_loss": losses[0], "last_loss": losses[-1],
-        "seconds": round(time.monotonic() - started, 1)}, indent=2))
+        "seconds": round(time.monotonic() - started, 1), "losses": [round(v, 4) for v in losses]}, indent=2))
     return out_dir
 
 
