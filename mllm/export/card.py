@@ -60,8 +60,11 @@ def find_report(run_dir: Path, report: Path | None = None) -> Path | None:
     return next((run_dir / c for c in REPORT_CANDIDATES if (run_dir / c).is_file()), None)
 
 
+SKIPPED_REPORT_KEYS = {"support", "length", "openers", "seconds", "n"}  # bookkeeping, not results
+
+
 def report_metrics(path: Path) -> dict[str, float]:
-    """Every numeric leaf of a JSON report, keyed by its dotted path."""
+    """Every numeric result in a JSON report, keyed by its dotted path (bookkeeping keys left out)."""
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
@@ -71,7 +74,8 @@ def report_metrics(path: Path) -> dict[str, float]:
     def walk(node, prefix: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else str(key))
+                if key not in SKIPPED_REPORT_KEYS:
+                    walk(value, f"{prefix}.{key}" if prefix else str(key))
         elif isinstance(node, (int, float)) and not isinstance(node, bool):
             out[prefix] = node
 
@@ -111,7 +115,9 @@ def copy_figures(exported: Exported, run_dir: Path, report: Path | None) -> list
     if report is not None:
         sources += sorted(report.parent.glob("*.png"))
     out = []
-    for path in sources:
+    for path in dict.fromkeys(sources):
+        if f"figures/{path.name}" in out:  # the run's and the report's loss curves share a name
+            continue
         target = exported.folder / "figures" / path.name
         target.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, target)
@@ -192,7 +198,7 @@ def render_card(exported: Exported, run_dir: str | Path, options: CardOptions | 
     report = find_report(run_dir, options.report)
     repo = options.repo_id or "OWNER/NAME"
     figures = copy_figures(exported, run_dir, report)
-    name = repo.split("/")[-1]
+    name = options.repo_id.split("/")[-1] if options.repo_id else exported.folder.name
     parts = [metadata(exported, options), f"# {name}\n",
              "An image recaptioner trained with mllm: a vision tower, "
              f"a `{exported.connector}` connector and a language model, assembled as transformers' "
