@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=3000, help="training scenes")
     parser.add_argument("--n-test", type=int, default=200, help="held-out test scenes")
+    parser.add_argument("--image-size", type=int, default=48,
+                        help="scene size in pixels; 48 = a 3x3 grid of 16px patches, one column per scene column")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = run_quickstart(args.out, args.config, preset=args.preset, seed=args.seed, overrides=args.overrides,
-                            scenes={"n_train": args.n_train, "n_test": args.n_test})
+                            scenes={"n_train": args.n_train, "n_test": args.n_test, "image_size": args.image_size})
     print(f"report: {report.resolve()}")
     print(f"        {report.with_suffix('.json').resolve()}")
     return 0
