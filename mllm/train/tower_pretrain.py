@@ -88,6 +88,9 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
         hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, image_size=size, patch_size=cfg.patch_size))
     heads = nn.ModuleDict({fact: nn.Linear(cfg.hidden_size, 1 + len(data.vocab[fact])) for fact in FACTS})
+    # Each token also names its own grid cell, so positions stay readable from every token.
+    heads["cell"] = nn.Linear(cfg.hidden_size, int(data.cells.max()) + 1)
+    targets = {**data.labels, "cell": data.cells}
     params = list(tower.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -96,8 +99,8 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     for _ in (bar := tqdm(range(cfg.steps), desc="tower pretraining", unit="step")):
         idx = torch.randint(len(data), (cfg.batch_size,), generator=generator)
         tokens = tower(pixel_values=data.pixels[idx]).last_hidden_state
-        loss = sum(nn.functional.cross_entropy(heads[f](tokens).flatten(0, 1), data.labels[f][idx].flatten())
-                   for f in FACTS)
+        loss = sum(nn.functional.cross_entropy(head(tokens).flatten(0, 1), targets[f][idx].flatten())
+                   for f, head in heads.items())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
