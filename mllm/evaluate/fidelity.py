@@ -13,7 +13,8 @@ Scoring aligns the caption's objects to the scene's by shape (exact colour first
 - colour_binding: aligned objects named with their own colour;
 - position: stated vs true grid positions of aligned objects (intersection over union);
 - relation: stated vs true relations between aligned single objects (intersection over union);
-- count: aligned objects named with the right number;
+- count: aligned objects named with the right number (a kind introduced twice with "a" at
+  different places counts two, so a duplicated phantom object is a count error);
 - text: sign words transcribed exactly (intersection over union of words).
 
 Each category sums hits and totals over all scenes (micro average). A category with no facts
@@ -115,6 +116,7 @@ class _Mention:
     colour: str | None
     shape: str
     count: int | None
+    indefinite: bool  # "a red circle", not "the red circle"
 
 
 def _mentions(tokens: list[str]) -> list[_Mention]:
@@ -130,7 +132,8 @@ def _mentions(tokens: list[str]) -> list[_Mention]:
         numbers = [_NUMBERS[w] for w in words if w in _NUMBERS]
         plural = token != _SHAPE_WORDS[token]
         count = numbers[-1] if numbers else (None if plural else 1)
-        found.append(_Mention(start, i + 1, colours[-1] if colours else None, _SHAPE_WORDS[token], count))
+        found.append(_Mention(start, i + 1, colours[-1] if colours else None, _SHAPE_WORDS[token], count,
+                              bool({"a", "an"} & set(words))))
     return found
 
 
@@ -247,6 +250,7 @@ def parse_caption(caption: str | None) -> SceneFacts:
         claims += [(m, places[id(m)]) for m in mentions]
     coloured = {m.shape for m, _ in claims if m.colour}
     kind_of = {}
+    introduced: dict[Kind, set[frozenset[str]]] = {}  # places of each "a <kind>" that has a place
     for mention, positions in claims:
         colour = mention.colour
         if colour is None and mention.shape in coloured:
@@ -258,7 +262,11 @@ def parse_caption(caption: str | None) -> SceneFacts:
         claim = facts.objects.setdefault(kind, ObjectClaim())
         if mention.count is not None:
             claim.count = max(claim.count or 0, mention.count)
+        if mention.indefinite and positions:
+            introduced.setdefault(kind, set()).add(frozenset(positions))
         claim.positions |= positions
+    for kind, places in introduced.items():  # "a red circle on the left ... a red circle on the right": two
+        facts.objects[kind].count = max(facts.objects[kind].count or 0, len(places))
     for subject, name, obj in stated:
         if id(subject) in kind_of and id(obj) in kind_of and kind_of[id(subject)] != kind_of[id(obj)]:
             facts.relations.add((kind_of[id(subject)], name, kind_of[id(obj)]))

@@ -108,7 +108,9 @@ def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
     model_cfg = cfg.model
     if model_cfg.init_from:
         previous = load_run_config(model_cfg.init_from).model
-        model_cfg = dataclasses.replace(model_cfg, vision=previous.vision, llm=previous.llm,
+        # The architecture comes from the previous run; which tower layers train is this stage's choice.
+        vision = dataclasses.replace(previous.vision, trainable_layers=model_cfg.vision.trainable_layers)
+        model_cfg = dataclasses.replace(model_cfg, vision=vision, llm=previous.llm,
                                         connector=previous.connector, seed=previous.seed)
     llava, tokenizer, image_processor, resolved = assemble(model_cfg, Path(work_dir), stage)
     persist = {f"model.multi_modal_projector.{name}" for name, _ in llava.model.multi_modal_projector.named_parameters()}

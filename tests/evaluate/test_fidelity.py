@@ -79,6 +79,17 @@ def test_wrong_position_lowers_position_only():
     assert changed(PERFECT.replace("in the bottom right corner", "in the bottom left corner")) == {"position"}
 
 
+def test_object_duplicated_at_another_place_is_a_count_error():
+    truth = scene([("triangle", "yellow", 0, 2, None)], grid=(1, 3))
+    said = scores("On the right is a yellow triangle and at the left is a yellow triangle.", truth)
+    assert said["count"] == 0.0 and said["position"] == pytest.approx(1 / 2)
+    assert said["object_recall"] == said["object_precision"] == said["colour_binding"] == 1.0
+    # the same object named again ("the", or "a" at the same place) is still one object
+    for caption in ("On the right is a yellow triangle. The yellow triangle sits on the right.",
+                    "A yellow triangle on a white background. On the right is a yellow triangle."):
+        assert scores(caption, truth)["count"] == 1.0
+
+
 def test_relation_read_in_both_sentence_orders():
     truth = scene([("triangle", "red", 0, 0, None), ("circle", "yellow", 0, 1, None)], [(0, "left of", 1)], grid=(1, 3))
     for caption in ("A red triangle on the left and a yellow circle in the center. "

@@ -78,6 +78,18 @@ def test_align_then_sft_continues_from_align(tmp_path, colour_data):
     assert load_captioner(sft).model_config.connector == load_captioner(align).model_config.connector
 
 
+
+def test_sft_may_unfreeze_the_tower_that_align_kept_frozen(tmp_path, colour_data):
+    align = train(tiny_config(colour_data, tmp_path / "align", "train.stage=align", "train.max_steps=2"))
+    sft_cfg = tiny_config(colour_data, tmp_path / "sft", "train.stage=sft", "model.tuning.recipe=lora",
+                          f"model.init_from={align}", "model.vision.trainable_layers=-1", "train.max_steps=2")
+    built = build_captioner(sft_cfg, tmp_path / "probe")
+    tower = [p.requires_grad for n, p in built.model.named_parameters() if "vision_tower" in n]
+    assert tower and all(tower)
+    assert built.model_config.vision.trainable_layers == -1
+    sft = train(sft_cfg)
+    assert any("vision_tower" in k for k in load_file(str(sft / WEIGHTS_FILE))), "the trained tower is saved"
+
 class StopAt(TrainerCallback):
     def __init__(self, step: int):
         self.step = step
