@@ -36,7 +36,8 @@ def run(args) -> int:
     card = CardOptions(repo_id=args.push_to_hub, license=args.license, datasets=args.dataset, report=args.report)
     options = ExportOptions(card, args.max_shard_size, vllm_check=not args.no_vllm_check, overwrite=args.overwrite)
     exported = export_run(args.model, args.out, options)
-    loader = "trust_remote_code=True (bundled code)" if exported.bundled else "stock transformers"
+    loader = ("trust_remote_code=True, the user's opt-in to run its bundled modeling code" if exported.bundled
+              else "stock transformers")
     print(f"exported {args.model} to {exported.folder}: {len(exported.files)} files, loads with {loader}")
     if exported.vllm_problems:
         print("vLLM readiness check failed (not pushed):")

@@ -206,7 +206,8 @@ def render_card(exported: Exported, run_dir: str | Path, options: CardOptions | 
     if exported.bundled:
         parts.append(f"The `{exported.connector}` connector is not LLaVA's MLP, so its code is bundled with the "
                      "model (`modeling_mllm_captioner.py`, named in `auto_map`): **load with "
-                     "`trust_remote_code=True`**. vLLM's LLaVA loader cannot serve it.\n")
+                     "`trust_remote_code=True`**, which runs that file: read it first, and opt in only if you trust this "
+                     "repository. vLLM's LLaVA loader cannot serve it.\n")
     parts.append("## Tasks and prompts\n")
     parts += [f"- `{task}`: \"{prompt}\"" for task, prompt in exported.prompts.items()]
     parts.append("\nThe user turn is `<image>` + newline + the instruction, rendered with the chat template "
