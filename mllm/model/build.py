@@ -18,7 +18,7 @@ from mllm.data.processor import CaptionProcessor
 from mllm.model.connectors import ConnectorSpec, build_connector
 from mllm.model.llm import DTYPES, load_llm
 from mllm.model.recipes import apply_recipe, llm_recipe
-from mllm.model.towers import detect_select_strategy, load_vision_tower
+from mllm.model.towers import detect_select_strategy, hidden_state_index, load_vision_tower
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -56,7 +56,7 @@ def assemble(cfg: ModelConfig, work_dir: Path, stage: str):
         text_config=llm.config,
         image_token_id=tokenizer.convert_tokens_to_ids(cfg.llm.image_token),
         projector_hidden_act="gelu",
-        vision_feature_layer=cfg.vision.feature_layer,
+        vision_feature_layer=hidden_state_index(cfg.vision.feature_layer, tower),
         vision_feature_select_strategy=strategy,
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(getattr(llm.config, "tie_word_embeddings", False)),

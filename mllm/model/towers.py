@@ -69,3 +69,16 @@ def detect_select_strategy(tower: PreTrainedModel, pixel_values: torch.Tensor) -
     with torch.no_grad():
         seq_len = tower(pixel_values=pixel_values).last_hidden_state.shape[1]
     return "default" if seq_len == (size // patch) ** 2 + 1 else "full"
+
+
+def hidden_state_index(layer: int, tower: PreTrainedModel) -> int:
+    """`feature_layer` as the negative index into the tower's hidden states (embeddings first).
+
+    transformers 5 asks the tower for hidden states with `output_hidden_states=<the layer>`, so a
+    layer of 0 (the patch embeddings) reads as "none" and fails; -(depth + 1) is the same layer.
+    """
+    depth = tower.config.num_hidden_layers
+    if not -depth - 1 <= layer <= depth:
+        raise ValueError(f"model.vision.feature_layer={layer} is not a hidden state of a {depth}-layer tower "
+                         f"(0..{depth}, or -{depth + 1}..-1)")
+    return layer - depth - 1 if layer >= 0 else layer

@@ -103,3 +103,23 @@ def test_tower_from_a_full_clip_checkpoint_folder(tmp_path):
     torch.testing.assert_close(tower.embeddings.patch_embedding.weight,
                                clip.vision_model.embeddings.patch_embedding.weight)
     assert built.model_config.vision.select_strategy == "default" and built.processor.image_seq_length == 16
+
+
+@pytest.mark.parametrize("layer, index", [(0, -3), (1, -2), (-1, -1)])
+def test_feature_layer_counts_from_the_patch_embeddings(layer, index, tmp_path):
+    """feature_layer 0 is the patch embeddings (transformers 5 alone would read 0 as "no hidden states")."""
+    cfg = load_config(TINY, TOWERS["clip"] + LLM + [f"model.vision.feature_layer={layer}", "train.stage=align"])
+    llava = unwrap(build_captioner(cfg, tmp_path).model).eval()
+    assert llava.config.vision_feature_layer == index
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        hidden = llava.model.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
+        expected = llava.model.multi_modal_projector(hidden[:, 1:])  # CLIP: CLS dropped
+        got = llava.model.get_image_features(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(torch.stack(list(got)), expected)
+
+
+def test_feature_layer_beyond_the_tower_is_named(tmp_path):
+    cfg = load_config(TINY, TOWERS["clip"] + LLM + ["model.vision.feature_layer=5", "train.stage=align"])
+    with pytest.raises(ValueError, match="feature_layer=5 is not a hidden state of a 2-layer tower"):
+        build_captioner(cfg, tmp_path)
