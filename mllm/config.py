@@ -26,7 +26,7 @@ class VisionConfig:
     name_or_path: str | None = None
     config: dict[str, Any] | None = None  # e.g. {model_type: siglip_vision_model, hidden_size: 64, ...}
     image_processor: dict[str, Any] | None = None  # overrides / inline image processor settings
-    feature_layer: int = -2
+    feature_layer: int = -2  # hidden state the connector reads: 0 patch embeddings .. -1 last block
     select_strategy: str | None = None  # "default" drops CLS, "full" keeps all; None: detect
     trainable_layers: int = 0  # 0 frozen, N: last N layers train, -1: whole tower trains
     revision: str | None = None
