@@ -115,7 +115,7 @@ def copy_figures(exported: Exported, run_dir: Path, report: Path | None) -> list
     if report is not None:
         sources += sorted(report.parent.glob("*.png"))
     out = []
-    for path in dict.fromkeys(sources):
+    for path in sources:
         if f"figures/{path.name}" in out:  # the run's and the report's loss curves share a name
             continue
         target = exported.folder / "figures" / path.name
