@@ -5,8 +5,8 @@ read (calibration.md). Real towers are pretrained on labels or captions; this on
 supervised, on the scenes' own facts: every patch token learns the colour and shape of the object
 in its grid cell (or "nothing"), and its cell, so the facts sit plainly in the tokens the connector
 receives. A penalty on attention that leaves the token's own cell keeps each token local: without
-it every token also carries the other cells' objects, and the LLM cannot tell which object sits
-where (measured: position stayed near chance in two-object scenes).
+it every token also carries the other cells' objects (a linear probe on a left-column token read
+the right column's colour at 0.98), and the quickstart's position score was 0.53 instead of 0.72.
 The result is a stock `SiglipVisionModel` + `SiglipImageProcessor` folder, loaded like a Hub tower.
 """
 
@@ -88,11 +88,10 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     processor = SiglipImageProcessor(size={"height": size, "width": size})
     data = _Scenes(scene_dir, "train", processor, cfg.patch_size)
     torch.manual_seed(cfg.seed)
-    config = SiglipVisionConfig(
+    tower = SiglipVisionModel(SiglipVisionConfig(
         hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, image_size=size, patch_size=cfg.patch_size)
-    config._attn_implementation = "eager"  # the locality penalty reads the attention weights
-    tower = SiglipVisionModel(config)
+        num_attention_heads=cfg.num_heads, image_size=size, patch_size=cfg.patch_size))
+    tower.set_attn_implementation("eager")  # the locality penalty reads the attention weights (not saved)
     heads = nn.ModuleDict({fact: nn.Linear(cfg.hidden_size, 1 + len(data.vocab[fact])) for fact in FACTS})
     # Each token also names its own grid cell, so positions stay readable from every token.
     heads["cell"] = nn.Linear(cfg.hidden_size, int(data.cells.max()) + 1)
@@ -116,7 +115,6 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
         schedule.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}", leak=f"{leak.item():.4f}")
-    tower.config._attn_implementation = "sdpa"
     out_dir.mkdir(parents=True, exist_ok=True)
     tower.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
