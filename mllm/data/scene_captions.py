@@ -1,7 +1,11 @@
 """Captions for synthetic scenes, written from their truth records.
 
 The detailed caption (DSC) states every fact in varied sentences (several openers, orders and
-phrasings per fact); the short caption (SSC) names the main subject; the original caption imitates
+phrasings per fact). A single object's place is written as an adjective right before it ("a left
+red triangle"): a small LLM, trained for minutes, learns to bind a place to an object when the
+place word sits next to the object's words, and not across "On the left is a red triangle"
+(README, quickstart). Groups of like objects get a sentence of places ("sit on the left and on the
+right"). the short caption (SSC) names the main subject; the original caption imitates
 alt text: short, partial and sometimes wrong. The words used here are the vocabulary that
 `mllm.evaluate.fidelity` parses back.
 """
@@ -34,11 +38,17 @@ def _position_phrase(name: str, rng: random.Random) -> str:
     return rng.choice((f"in the {name} corner", f"at the {name}", f"in the {name}"))
 
 
-def _noun(group: dict, definite: bool) -> str:
+def _place_adjective(name: str, rng: random.Random) -> str:
+    return rng.choice(("middle", "center")) if name == "center" else name
+
+
+def _noun(group: dict, definite: bool, rng: random.Random | None = None) -> str:
+    """'a red circle', 'the two red circles'; with `rng`, a single object's place goes in front."""
     count = group["count"]
     shape = group["shape"] + ("s" if count > 1 else "")
     size = "" if definite or not group["size"] else group["size"] + " "
-    head = f"{size}{group['colour']} {shape}"
+    place = _place_adjective(group["positions"][0], rng) + " " if rng and count == 1 else ""
+    head = f"{place}{size}{group['colour']} {shape}"
     if definite:
         return f"the {NUMBER_WORDS[count]} {head}" if count > 1 else f"the {head}"
     if count > 1:
@@ -64,7 +74,7 @@ def _positions(group: dict, rng: random.Random) -> str:
 
 
 def _inventory_sentence(groups: list[dict], truth: dict, rng: random.Random) -> str:
-    nouns = _join([_noun(g, definite=False) for g in groups])
+    nouns = _join([_noun(g, definite=False, rng=rng) for g in groups])
     bg = _background(truth)
     verb = "is" if len(groups) == 1 and groups[0]["count"] == 1 else "are"
     return rng.choice((
@@ -86,14 +96,6 @@ def _position_sentence(group: dict, rng: random.Random) -> str:
         f"{_cap(where)} you can see {noun}.",
         f"{_cap(where)} is {noun}." if group["count"] == 1 else f"{_cap(noun)} appear {where}.",
     ))
-
-
-def _inline_sentence(groups: list[dict], truth: dict, rng: random.Random) -> list[str]:
-    parts = [f"{_positions(g, rng)} {'are' if g['count'] > 1 else 'is'} {_noun(g, definite=False)}"
-             for g in groups]
-    bg = _background(truth)
-    return [_cap(_join(parts)) + ".", rng.choice((f"The background is {bg[:-len(' background')]}.",
-                                                  f"Everything sits on a {bg}."))]
 
 
 def _relation_sentence(relations: list[dict], groups_by_id: dict, rng: random.Random) -> str:
@@ -124,11 +126,8 @@ def detailed_caption(truth: dict, rng: random.Random) -> str:
     groups = object_groups(truth["objects"])
     groups_by_id = {i: g for g in groups for i in g["object_ids"]}
     rng.shuffle(groups)
-    if rng.random() < 0.4:
-        sentences = _inline_sentence(groups, truth, rng)
-    else:
-        sentences = [_inventory_sentence(groups, truth, rng)]
-        sentences += [_position_sentence(g, rng) for g in groups]
+    sentences = [_inventory_sentence(groups, truth, rng)]
+    sentences += [_position_sentence(g, rng) for g in groups if g["count"] > 1]
     pairs: dict[tuple[int, int], list[dict]] = {}
     for rel in truth["relations"]:
         pairs.setdefault((rel["subject"], rel["object"]), []).append(rel)

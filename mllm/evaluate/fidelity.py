@@ -4,7 +4,7 @@ The parser is driven by the scene generator's own vocabulary (`mllm.data.scenes`
 size and position words, the relation phrases of `mllm.data.scene_captions` and the sign words
 (`WORDS`, or any quoted / upper-case word). It reads noun phrases ("the two large red circles"),
 attaches position phrases ("in the top left corner") to the noun they describe, whichever side
-it is on, and reads relations in both orders ("A is left of B", "Left of B is A").
+it is on, reads position adjectives inside a noun phrase ("a left red circle"), and reads relations in both orders ("A is left of B", "Left of B is A").
 
 Scoring aligns the caption's objects to the scene's by shape (exact colour first), then:
 
@@ -37,7 +37,6 @@ _SHAPE_WORDS = {s: s for s in (*SHAPES, SIGN)} | {s + "s": s for s in (*SHAPES, 
 _NUMBERS = {w: i for i, w in enumerate(NUMBER_WORDS)} | {str(i): i for i in range(10)}
 _ARTICLES = {"a", "an", "the", "its"}
 _SIZES = set(SIZE_SCALE) | {"big", "tiny"}
-_MODIFIERS = _ARTICLES | set(_NUMBERS) | _SIZES | set(COLOURS)
 # relation phrases (token tuples, longest first) -> canonical relation and whether it is inverted
 _RELATION_PHRASES: list[tuple[tuple[str, ...], str, bool]] = sorted(
     [
@@ -53,6 +52,9 @@ _PREPOSITIONS = {"in", "on", "at", "along", "near"}
 _VERTICAL = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
 _HORIZONTAL = {"left": "left", "right": "right"}
 _CENTRE = {"center", "centre", "middle"}
+# position words used as adjectives inside a noun phrase ("a left red circle", "the top right square")
+_PLACE_WORDS = set(_VERTICAL) | set(_HORIZONTAL) | _CENTRE
+_MODIFIERS = _ARTICLES | set(_NUMBERS) | _SIZES | set(COLOURS) | _PLACE_WORDS
 _POSITION_NOUNS = {"corner", "side", "edge", "part", "half", "row", "column"}
 _FRAME_NOUNS = {"image", "picture", "frame", "scene", "canvas"}
 # words that may stand between a position phrase and the noun it introduces ("on the left is a ...")
@@ -117,6 +119,7 @@ class _Mention:
     shape: str
     count: int | None
     indefinite: bool  # "a red circle", not "the red circle"
+    place: str | None  # a position adjective inside the noun phrase: "a left red circle"
 
 
 def _mentions(tokens: list[str]) -> list[_Mention]:
@@ -125,16 +128,24 @@ def _mentions(tokens: list[str]) -> list[_Mention]:
         if token not in _SHAPE_WORDS:
             continue
         start = i
-        while start > 0 and tokens[start - 1] in _MODIFIERS and i - start < 4:
+        while start > 0 and tokens[start - 1] in _MODIFIERS and i - start < 6:
             start -= 1
         words = tokens[start:i]
+        places = [w for w in words if w in _PLACE_WORDS]
         colours = [w for w in words if w in COLOURS]
         numbers = [_NUMBERS[w] for w in words if w in _NUMBERS]
         plural = token != _SHAPE_WORDS[token]
         count = numbers[-1] if numbers else (None if plural else 1)
         found.append(_Mention(start, i + 1, colours[-1] if colours else None, _SHAPE_WORDS[token], count,
-                              bool({"a", "an"} & set(words))))
+                              bool({"a", "an"} & set(words)), _place_name(places) if places else None))
     return found
+
+
+def _place_name(words: list[str]) -> str:
+    """'top', 'left' -> 'top left'; 'middle' -> 'center'."""
+    vertical = next((_VERTICAL[w] for w in words if w in _VERTICAL), "")
+    horizontal = next((_HORIZONTAL[w] for w in words if w in _HORIZONTAL), "")
+    return " ".join(w for w in (vertical, horizontal) if w) or "center"
 
 
 def _relations(tokens: list[str], mentions: list[_Mention], used: set[int]):
@@ -188,9 +199,7 @@ def _position_phrases(tokens: list[str], used: set[int]) -> list[tuple[int, int,
             j += 1
         if tokens[j:j + 2] == ["of", "the"] and j + 2 < len(tokens) and tokens[j + 2] in _FRAME_NOUNS:
             j += 3
-        vertical = next((_VERTICAL[w] for w in words if w in _VERTICAL), "")
-        horizontal = next((_HORIZONTAL[w] for w in words if w in _HORIZONTAL), "")
-        found.append((i, j, " ".join(w for w in (vertical, horizontal) if w) or "center"))
+        found.append((i, j, _place_name(words)))
         i = j
     return found
 
@@ -241,7 +250,7 @@ def parse_caption(caption: str | None) -> SceneFacts:
         mentions = _mentions(tokens)
         used: set[int] = set()
         stated += _relations(tokens, mentions, used)
-        places = {id(m): set() for m in mentions}
+        places = {id(m): {m.place} if m.place else set() for m in mentions}
         phrases = _position_phrases(tokens, used)
         for phrase in phrases:
             target = _attach(phrase, phrases, tokens, mentions)

@@ -79,6 +79,17 @@ def test_wrong_position_lowers_position_only():
     assert changed(PERFECT.replace("in the bottom right corner", "in the bottom left corner")) == {"position"}
 
 
+def test_position_adjectives_inside_a_noun_phrase_are_read():
+    truth = scene([("triangle", "red", 0, 0, None), ("circle", "yellow", 0, 1, None)], grid=(1, 3))
+    said = parse_caption("A left red triangle and a middle yellow circle on a plain white background.")
+    assert {kind: claim.positions for kind, claim in said.objects.items()} == {
+        ("red", "triangle"): {"left"}, ("yellow", "circle"): {"center"}}
+    swapped = "A middle red triangle and a left yellow circle on a plain white background."
+    result = scores(swapped, truth)
+    assert result["position"] == 0.0
+    assert result["object_recall"] == result["colour_binding"] == 1.0
+
+
 def test_object_duplicated_at_another_place_is_a_count_error():
     truth = scene([("triangle", "yellow", 0, 2, None)], grid=(1, 3))
     said = scores("On the right is a yellow triangle and at the left is a yellow triangle.", truth)
