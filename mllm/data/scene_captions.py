@@ -5,7 +5,7 @@ phrasings per fact). A single object's place is written as an adjective right be
 red triangle"): a small LLM, trained for minutes, learns to bind a place to an object when the
 place word sits next to the object's words, and not across "On the left is a red triangle"
 (README, quickstart). Groups of like objects get a sentence of places ("sit on the left and on the
-right"). the short caption (SSC) names the main subject; the original caption imitates
+right"). The short caption (SSC) names the main subject; the original caption imitates
 alt text: short, partial and sometimes wrong. The words used here are the vocabulary that
 `mllm.evaluate.fidelity` parses back.
 """
@@ -38,17 +38,20 @@ def _position_phrase(name: str, rng: random.Random) -> str:
     return rng.choice((f"in the {name} corner", f"at the {name}", f"in the {name}"))
 
 
-def _place_adjective(name: str, rng: random.Random) -> str:
+def _place_adjective(group: dict, rng: random.Random) -> str | None:
+    """A single object's place as an adjective ("left", "middle"); None for a group of several."""
+    if group["count"] > 1:
+        return None
+    name = group["positions"][0]
     return rng.choice(("middle", "center")) if name == "center" else name
 
 
-def _noun(group: dict, definite: bool, rng: random.Random | None = None) -> str:
-    """'a red circle', 'the two red circles'; with `rng`, a single object's place goes in front."""
+def _noun(group: dict, definite: bool, place: str | None = None) -> str:
+    """'a red circle', 'the two red circles', 'a left red circle' (with `place`)."""
     count = group["count"]
     shape = group["shape"] + ("s" if count > 1 else "")
     size = "" if definite or not group["size"] else group["size"] + " "
-    place = _place_adjective(group["positions"][0], rng) + " " if rng and count == 1 else ""
-    head = f"{place}{size}{group['colour']} {shape}"
+    head = f"{place + ' ' if place else ''}{size}{group['colour']} {shape}"
     if definite:
         return f"the {NUMBER_WORDS[count]} {head}" if count > 1 else f"the {head}"
     if count > 1:
@@ -74,7 +77,7 @@ def _positions(group: dict, rng: random.Random) -> str:
 
 
 def _inventory_sentence(groups: list[dict], truth: dict, rng: random.Random) -> str:
-    nouns = _join([_noun(g, definite=False, rng=rng) for g in groups])
+    nouns = _join([_noun(g, definite=False, place=_place_adjective(g, rng)) for g in groups])
     bg = _background(truth)
     verb = "is" if len(groups) == 1 and groups[0]["count"] == 1 else "are"
     return rng.choice((

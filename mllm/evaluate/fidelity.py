@@ -4,7 +4,8 @@ The parser is driven by the scene generator's own vocabulary (`mllm.data.scenes`
 size and position words, the relation phrases of `mllm.data.scene_captions` and the sign words
 (`WORDS`, or any quoted / upper-case word). It reads noun phrases ("the two large red circles"),
 attaches position phrases ("in the top left corner") to the noun they describe, whichever side
-it is on, reads position adjectives inside a noun phrase ("a left red circle"), and reads relations in both orders ("A is left of B", "Left of B is A").
+it is on, reads position adjectives inside a noun phrase ("a left red circle"), and reads
+relations in both orders ("A is left of B", "Left of B is A").
 
 Scoring aligns the caption's objects to the scene's by shape (exact colour first), then:
 
