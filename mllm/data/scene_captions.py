@@ -4,7 +4,10 @@ The detailed caption (DSC) states every fact in varied sentences (several opener
 phrasings per fact). A single object's place is written as an adjective right before it ("a left
 red triangle"): a small LLM, trained for minutes, learns to bind a place to an object when the
 place word sits next to the object's words, and not across "On the left is a red triangle"
-(README, quickstart). Groups of like objects get a sentence of places ("sit on the left and on the
+(README, quickstart). Objects are listed in reading order (top to bottom, left to right): after
+"a left red triangle" the model only has to look further right for the next one, and with a random
+order it added phantom objects to one-object scenes. Openers, phrasings and the order of the other
+sentences vary. Groups of like objects get a sentence of places ("sit on the left and on the
 right"). The short caption (SSC) names the main subject; the original caption imitates
 alt text: short, partial and sometimes wrong. The words used here are the vocabulary that
 `mllm.evaluate.fidelity` parses back.
@@ -125,10 +128,11 @@ def _text_sentence(group: dict, rng: random.Random) -> str:
 
 
 def detailed_caption(truth: dict, rng: random.Random) -> str:
-    """Every fact of `truth` in fluent, varied sentences."""
+    """Every fact of `truth` in fluent, varied sentences; the objects in reading order."""
     groups = object_groups(truth["objects"])
     groups_by_id = {i: g for g in groups for i in g["object_ids"]}
-    rng.shuffle(groups)
+    cell = {o["id"]: (o["row"], o["col"]) for o in truth["objects"]}
+    groups.sort(key=lambda g: min(cell[i] for i in g["object_ids"]))
     sentences = [_inventory_sentence(groups, truth, rng)]
     sentences += [_position_sentence(g, rng) for g in groups if g["count"] > 1]
     pairs: dict[tuple[int, int], list[dict]] = {}

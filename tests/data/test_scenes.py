@@ -73,3 +73,18 @@ def test_scenes_command(tmp_path, capsys):
     assert "test.jsonl" in capsys.readouterr().out
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 4
     assert json.loads((tmp_path / "scene_config.json").read_text())["seed"] == 3
+
+
+def test_detailed_captions_list_objects_in_reading_order(tmp_path):
+    generate_scenes(tmp_path, scene_preset("rich", n_train=0, n_val=0, n_test=60, seed=3))
+    checked = 0
+    for truth in load_truth(tmp_path / "test_truth.jsonl").values():
+        first_sentence = truth["caption"].split(". ")[0]
+        singles = [o for o in truth["objects"]
+                   if sum(p["shape"] == o["shape"] and p["colour"] == o["colour"] for p in truth["objects"]) == 1]
+        spots = [first_sentence.find(f"{o['colour']} {o['shape']}") for o in singles]
+        assert -1 not in spots, (first_sentence, singles)
+        order = [(o["row"], o["col"]) for _, o in sorted(zip(spots, singles), key=lambda pair: pair[0])]
+        assert order == sorted(order), first_sentence
+        checked += len(singles) > 1
+    assert checked > 10
