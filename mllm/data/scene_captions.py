@@ -1,13 +1,13 @@
 """Captions for synthetic scenes, written from their truth records.
 
-The detailed caption (DSC) states every fact in varied sentences (several openers, orders and
-phrasings per fact). A single object's place is written as an adjective right before it ("a left
+The detailed caption (DSC) states every fact in varied sentences (several openers and phrasings
+per fact). A single object's place is written as an adjective right before it ("a left
 red triangle"): a small LLM, trained for minutes, learns to bind a place to an object when the
 place word sits next to the object's words, and not across "On the left is a red triangle"
 (README, quickstart). Objects are listed in reading order (top to bottom, left to right): after
 "a left red triangle" the model only has to look further right for the next one, and with a random
-order it added phantom objects to one-object scenes. Openers, phrasings and the order of the other
-sentences vary. Groups of like objects get a sentence of places ("sit on the left and on the
+order it added phantom objects to one-object scenes. The order of the other sentences varies.
+Groups of like objects get a sentence of places ("sit on the left and on the
 right"). The short caption (SSC) names the main subject; the original caption imitates
 alt text: short, partial and sometimes wrong. The words used here are the vocabulary that
 `mllm.evaluate.fidelity` parses back.
