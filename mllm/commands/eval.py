@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mllm.evaluate.report import evaluate_files, markdown_table
+    from mllm.bench.evaluation import evaluate_files, markdown_table
 
     result = evaluate_files(args.captions, args.truth, field=args.field, out_dir=args.out,
                             references_path=args.references, reference_field=args.reference_field)

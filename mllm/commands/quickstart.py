@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import logging
 
-    from mllm.quickstart import run_quickstart
+    from mllm.bench.quickstart import run_quickstart
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = run_quickstart(args.out, args.config, preset=args.preset, seed=args.seed, overrides=args.overrides,

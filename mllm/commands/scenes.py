@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    from mllm.data.scenes import PRESETS
+    from mllm.bench.scenes import PRESETS
 
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--preset", default="quickstart", choices=sorted(PRESETS))
@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mllm.data.scenes import generate_scenes, scene_preset
+    from mllm.bench.scenes import generate_scenes, scene_preset
 
     overrides = {name: getattr(args, name) for name in ("seed", "n_train", "n_val", "n_test")
                  if getattr(args, name) is not None}

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, SiglipVisionModel
 
-from mllm.data.scenes import generate_scenes, scene_preset
-from mllm.train.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.bench.scenes import generate_scenes, scene_preset
+from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
 
 
 def test_pretrain_few_steps_then_reload_and_probe(tmp_path):

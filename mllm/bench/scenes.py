@@ -332,7 +332,7 @@ def generate_scenes(out_dir: str | Path, cfg: SceneConfig) -> dict[str, Path]:
 
     Returns {split: path of DIR/<split>.jsonl}. Splits never share a key or identical pixels.
     """
-    from mllm.data.scene_captions import write_captions
+    from mllm.bench.scene_captions import write_captions
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

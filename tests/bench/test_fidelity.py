@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from mllm.data.scene_captions import write_captions
-from mllm.data.scenes import position_name, sample_scene, scene_preset
-from mllm.evaluate.fidelity import CATEGORIES, fidelity_scores, parse_caption
+from mllm.bench.scene_captions import write_captions
+from mllm.bench.scenes import position_name, sample_scene, scene_preset
+from mllm.bench.fidelity import CATEGORIES, fidelity_scores, parse_caption
 
 
 def scene(objects, relations=(), grid=(3, 3)):

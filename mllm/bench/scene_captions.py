@@ -10,14 +10,14 @@ order it added phantom objects to one-object scenes. The order of the other sent
 Groups of like objects get a sentence of places ("sit on the left and on the
 right"). The short caption (SSC) names the main subject; the original caption imitates
 alt text: short, partial and sometimes wrong. The words used here are the vocabulary that
-`mllm.evaluate.fidelity` parses back.
+`mllm.bench.fidelity` parses back.
 """
 
 from __future__ import annotations
 
 import random
 
-from mllm.data.scenes import COLOURS, SHAPES, SIGN, object_groups
+from mllm.bench.scenes import COLOURS, SHAPES, SIGN, object_groups
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 RELATION_PHRASES = {

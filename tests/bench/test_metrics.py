@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from mllm.cli import main
-from mllm.data.scenes import generate_scenes, scene_preset
-from mllm.evaluate.metrics import caption_metrics, length_stats, ngram_scores, opener_stats
-from mllm.evaluate.fidelity import CATEGORIES
-from mllm.evaluate.report import evaluate_files
+from mllm.bench.scenes import generate_scenes, scene_preset
+from mllm.bench.metrics import caption_metrics, length_stats, ngram_scores, opener_stats
+from mllm.bench.fidelity import CATEGORIES
+from mllm.bench.evaluation import evaluate_files
 
 # NLTK's BLEU documentation example (nltk.translate.bleu_score.corpus_bleu): 0.5920778868801042
 HYP1 = "It is a guide to action which ensures that the military always obeys the commands of the party"

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
-from mllm.data.scenes import load_truth
+from mllm.bench.scenes import load_truth
 
 FACTS = ("colour", "shape")
 

@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from mllm.data.records import detect_format, read_table_rows  # noqa: E402
-from mllm.data.scenes import load_truth  # noqa: E402
-from mllm.evaluate.fidelity import CATEGORIES, fidelity_scores  # noqa: E402
-from mllm.evaluate.metrics import caption_metrics, length_stats, opener_stats  # noqa: E402
+from mllm.bench.scenes import load_truth  # noqa: E402
+from mllm.bench.fidelity import CATEGORIES, fidelity_scores  # noqa: E402
+from mllm.bench.metrics import caption_metrics, length_stats, opener_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
 
     Only keys present in both are scored. References for the n-gram metrics default to each
     truth record's `reference_field`. Returns {"n", "categories", "support", "metrics",
-    "length", "openers"} (see `mllm.evaluate.fidelity` for the categories).
+    "length", "openers"} (see `mllm.bench.fidelity` for the categories).
     """
     keys = sorted(k for k in captions if k in truth)
     unknown = len(captions) - len(keys)

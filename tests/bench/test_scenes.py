@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from mllm.cli import main
-from mllm.data.scenes import SceneConfig, generate_scenes, load_truth, scene_preset
-from mllm.evaluate.fidelity import fidelity_scores
+from mllm.bench.scenes import SceneConfig, generate_scenes, load_truth, scene_preset
+from mllm.bench.fidelity import fidelity_scores
 
 
 def small(preset, seed=0):

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mllm.evaluate.fidelity import CATEGORIES  # noqa: E402
+from mllm.bench.fidelity import CATEGORIES  # noqa: E402
 
 METRICS = ("bleu4", "rouge_l", "cider")
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from mllm.config import load_config
 from mllm.data.records import read_records
-from mllm.data.scenes import generate_scenes, scene_preset
-from mllm.evaluate.report import evaluate_files
+from mllm.bench.scenes import generate_scenes, scene_preset
+from mllm.bench.evaluation import evaluate_files
 from mllm.infer.caption_files import caption_images
 from mllm.infer.generate import Captioner
 from mllm.infer.sources import SourceItem
 from mllm.model.build import WEIGHTS_FILE, build_captioner
 from mllm.model.checkpoint import load_run_config
-from mllm.report.quickstart import write_quickstart_report
-from mllm.train.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.bench.report import write_quickstart_report
+from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
 from mllm.train.trainer import train
 
 log = logging.getLogger(__name__)

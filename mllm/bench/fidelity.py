@@ -1,7 +1,7 @@
 """Caption fidelity on synthetic scenes: parse a caption back into facts and score them per category.
 
-The parser is driven by the scene generator's own vocabulary (`mllm.data.scenes`): colour, shape,
-size and position words, the relation phrases of `mllm.data.scene_captions` and the sign words
+The parser is driven by the scene generator's own vocabulary (`mllm.bench.scenes`): colour, shape,
+size and position words, the relation phrases of `mllm.bench.scene_captions` and the sign words
 (`WORDS`, or any quoted / upper-case word). It reads noun phrases ("the two large red circles"),
 attaches position phrases ("in the top left corner") to the noun they describe, whichever side
 it is on, reads position adjectives inside a noun phrase ("a left red circle"), and reads
@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from mllm.data.scene_captions import NUMBER_WORDS
-from mllm.data.scenes import COLOURS, SHAPES, SIGN, SIZE_SCALE, object_groups
+from mllm.bench.scene_captions import NUMBER_WORDS
+from mllm.bench.scenes import COLOURS, SHAPES, SIGN, SIZE_SCALE, object_groups
 
 CATEGORIES = ("object_recall", "object_precision", "colour_binding", "position", "relation", "count", "text")
 
@@ -98,7 +98,7 @@ class Tally:
 
 
 def truth_facts(truth: dict) -> SceneFacts:
-    """The facts of one truth record (as written by `mllm.data.scenes.generate_scenes`)."""
+    """The facts of one truth record (as written by `mllm.bench.scenes.generate_scenes`)."""
     facts = SceneFacts(texts={t.upper() for t in truth.get("texts", [])})
     kind_of: dict[int, Kind] = {}
     for group in object_groups(truth["objects"]):
