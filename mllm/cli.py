@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 VERBS = {
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     args = parser.parse_args(argv)
+    # Warnings from every library; mllm's own notes too (such as the precision it chose, and why).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mllm").setLevel(logging.INFO)
     return int(_verb_module(verb).run(args) or 0)
 
 

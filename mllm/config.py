@@ -14,9 +14,20 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # compute precision (mllm.precision)
+DType = Literal["auto", "float32", "bfloat16", "float16"]  # weights dtype
+Stage = Literal["align", "sft"]
+Recipe = Literal["frozen", "lora", "qlora", "full"]
+Task = Literal["detailed", "short"]
+DataFormat = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "llava"]
+# transformers' SchedulerType values (tests/test_config.py checks they match).
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                    "warmup_stable_decay", "greedy"]
 
 
 @dataclass
@@ -27,7 +38,7 @@ class VisionConfig:
     config: dict[str, Any] | None = None  # e.g. {model_type: siglip_vision_model, hidden_size: 64, ...}
     image_processor: dict[str, Any] | None = None  # overrides / inline image processor settings
     feature_layer: int = -2  # hidden state the connector reads: 0 patch embeddings .. -1 last block
-    select_strategy: str | None = None  # "default" drops CLS, "full" keeps all; None: detect
+    select_strategy: Literal["default", "full"] | None = None  # "default" drops CLS, "full" keeps all; None: detect
     trainable_layers: int = 0  # 0 frozen, N: last N layers train, -1: whole tower trains
     revision: str | None = None
 
@@ -43,7 +54,7 @@ class LLMConfig:
     chat_template: str | None = None  # jinja template; default: the tokenizer's own
     system_prompt: str | None = None  # a system message; None: whatever the template does by default
     image_token: str = "<image>"
-    dtype: str = "float32"
+    dtype: DType = "auto"  # load dtype of the frozen LLM and tower; auto: from the hardware (mllm.precision)
     revision: str | None = None
 
 
@@ -61,7 +72,7 @@ class ConnectorConfig:
 class TuningConfig:
     """How the LLM trains in the `sft` stage: frozen | lora | qlora | full."""
 
-    recipe: str = "lora"
+    recipe: Recipe = "lora"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -96,10 +107,10 @@ class DataConfig:
     """Training data: caption records (JSONL/JSON/CSV/Parquet/LLaVA JSON/HF dataset)."""
 
     train: str | None = None
-    eval: str | None = None
-    format: str = "auto"
+    eval: str | None = None  # records for the evaluation loss (every train.eval_steps)
+    format: DataFormat = "auto"
     image_root: str | None = None  # relative image paths resolve here (default: the file's folder)
-    tasks: list[str] = field(default_factory=lambda: ["detailed", "short"])
+    tasks: list[Task] = field(default_factory=lambda: ["detailed", "short"])
     prompts: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROMPTS.items()})
     max_length: int = 512
     max_records: int | None = None
@@ -109,7 +120,7 @@ class DataConfig:
 class TrainConfig:
     """One training stage on the HF Trainer."""
 
-    stage: str = "sft"  # align: connector only; sft: connector + LLM recipe
+    stage: Stage = "sft"  # align: connector only; sft: connector + LLM recipe
     output_dir: str = "runs/default"
     max_steps: int = -1
     epochs: float = 1.0
@@ -118,15 +129,16 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
-    scheduler: str = "cosine"
+    scheduler: Scheduler = "cosine"
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: Precision = "auto"  # auto: bf16 where the hardware does it natively, else fp32 (mllm.precision)
+    max_grad_norm: float = 1.0  # gradient clipping (0: off)
     gradient_checkpointing: bool = False
     group_by_length: bool = True
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 2
-    eval_steps: int | None = None
+    eval_steps: int | None = None  # with data.eval: evaluation loss every N steps (default: logging_steps)
     num_workers: int = 0
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/deepspeed/)
     resume: bool = True  # continue from the newest checkpoint-* in output_dir if there is one
@@ -162,7 +174,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    generation: dict[str, GenerationSettings] = field(default_factory=_default_generation)
+    generation: dict[Task, GenerationSettings] = field(default_factory=_default_generation)
     # Per-stage dotted overrides, applied when train.stage matches: {align: {train.lr: 2e-3}}.
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -183,21 +195,30 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
         return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for arg in options:
             try:
                 return _build(arg, value, where)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {k: _build(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_build(key_tp, k, f"{where} key"): _build(val_tp, v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -218,12 +239,16 @@ def _build(tp: Any, value: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate a nested mapping against the schema and build a `Config`."""
-    cfg = _build(Config, data or {}, "config")
-    defaults = _default_generation()
-    for task, settings in defaults.items():
-        cfg.generation.setdefault(task, settings)
-    return cfg
+    """Validate a nested mapping against the schema and build a `Config`. A partial
+    `generation.<task>` entry is merged over that task's defaults."""
+    data = dict(data or {})
+    given = data.get("generation") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"config.generation: expected a mapping, got {given!r}")
+    defaults = {task: dataclasses.asdict(settings) for task, settings in _default_generation().items()}
+    data["generation"] = {task: ({**defaults.get(task, {}), **value} if isinstance(value, dict) else value)
+                          for task, value in {**defaults, **given}.items()}
+    return _build(Config, data, "config")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

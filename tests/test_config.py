@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import typing
+
 import pytest
 
-from mllm.config import ConfigError, load_config, save_config
+from mllm.config import ConfigError, Scheduler, load_config, save_config
 from conftest import TINY
 
 
@@ -44,3 +47,43 @@ def test_stage_overrides_apply_for_their_stage_only(tmp_path):
     sft = load_config(path, ["train.stage=sft"])
     assert sft.train.lr == 0.0005 and sft.train.max_steps == -1
     assert load_config(path, ["train.stage=sft", "train.lr=0.3"]).train.lr == 0.3  # the command line wins
+
+
+@pytest.mark.parametrize("override, field, allowed", [
+    ("train.precision=bfloat16", "train.precision", "'auto', 'fp32', 'bf16', 'fp16'"),
+    ("model.llm.dtype=bf16", "model.llm.dtype", "'auto', 'float32', 'bfloat16', 'float16'"),
+    ("model.tuning.recipe=qlora4", "model.tuning.recipe", "'frozen', 'lora', 'qlora', 'full'"),
+    ("train.stage=pretrain", "train.stage", "'align', 'sft'"),
+    ("model.vision.select_strategy=cls", "model.vision.select_strategy", "'default', 'full'"),
+    ("data.tasks=[detailed,long]", r"data.tasks\[1\]", "'detailed', 'short'"),
+    ("generation.long.max_new_tokens=3", "config.generation key", "'detailed', 'short'"),
+])
+def test_enumerated_fields_reject_other_values_naming_field_and_choices(override, field, allowed):
+    with pytest.raises(ConfigError) as caught:
+        load_config(TINY, [override])
+    assert re.search(field, str(caught.value)) and allowed in str(caught.value), str(caught.value)
+
+
+def test_scheduler_names_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+
+    assert set(typing.get_args(Scheduler)) == {s.value for s in SchedulerType}
+
+
+def test_partial_generation_settings_merge_over_the_defaults(tmp_path):
+    cfg = load_config(TINY, ["generation.short.batch_size=4"])
+    short = cfg.generation["short"]
+    assert short.batch_size == 4
+    assert (short.max_new_tokens, short.max_words) == (16, 20)  # 16 from tiny.yaml, 20 the default
+    path = tmp_path / "c.yaml"
+    path.write_text("generation:\n  detailed: {max_new_tokens: 72}\n")
+    detailed = load_config(path).generation["detailed"]
+    assert (detailed.max_new_tokens, detailed.max_words) == (72, 120)
+
+
+def test_precision_and_dtype_default_to_auto():
+    cfg = load_config(None)
+    assert cfg.train.precision == "auto" and cfg.model.llm.dtype == "auto"
+    for name in ("quickstart.yaml", "quickstart_qformer.yaml", "tiny.yaml", "llava_siglip_qwen.yaml"):
+        path = TINY.parent / name
+        assert load_config(path).train.precision == "auto", name

@@ -20,8 +20,9 @@ from mllm.bench.evaluation import evaluate_files
 from mllm.infer.caption_files import caption_images
 from mllm.infer.generate import Captioner
 from mllm.infer.sources import SourceItem
-from mllm.model.build import WEIGHTS_FILE, build_captioner
-from mllm.model.checkpoint import load_run_config
+from mllm.model.build import build_captioner
+from mllm.precision import resolve_dtype
+from mllm.run_folder import TRAIN_LOG_FILE, WEIGHTS_FILE, load_run_config
 from mllm.bench.report import write_quickstart_report
 from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
 from mllm.train.trainer import train
@@ -54,7 +55,7 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
     runs = {}
     for stage, extra in (("align", []), ("sft", [f"model.init_from={out / 'align'}"])):
         folder = out / stage
-        if not (folder / WEIGHTS_FILE).exists() or not (folder / "train_log.json").exists():
+        if not (folder / WEIGHTS_FILE).exists() or not (folder / TRAIN_LOG_FILE).exists():
             _step(f"training stage {stage}", started)
             train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]))
         runs[stage] = folder
@@ -62,7 +63,8 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
     records, _ = read_records(scenes / "test.jsonl")
     items = [SourceItem(r.key, r.image, r.original_caption, ref=str(r.image)) for r in records]
     generation = load_run_config(runs["sft"]).generation
-    untrained = build_captioner(load_config(config, common + ["train.stage=sft"]), out / "untrained")
+    untrained = build_captioner(load_config(config, common + ["train.stage=sft"]), out / "untrained",
+                                dtype=resolve_dtype("auto", "cpu").dtype, training=False)
     captioners = {"trained": lambda: Captioner.load(runs["sft"]),
                   "untrained": lambda: Captioner(untrained.model, untrained.processor, model_id="untrained")}
     scores: dict[str, dict[str, dict]] = {}

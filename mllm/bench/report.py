@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mllm.bench.fidelity import CATEGORIES  # noqa: E402
+from mllm.run_folder import read_train_log  # noqa: E402
 
 METRICS = ("bleu4", "rouge_l", "cider")
 
@@ -20,7 +21,7 @@ def _fmt(value) -> str:
 
 
 def _loss_points(run: Path) -> list[tuple[int, float]]:
-    log = json.loads((run / "train_log.json").read_text())["log_history"]
+    log = read_train_log(run)["log_history"]
     return [(row["step"], row["loss"]) for row in log if "loss" in row]
 
 

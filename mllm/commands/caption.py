@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mllm.infer.caption_files import caption_images, image_source
     from mllm.infer.generate import Captioner, with_overrides
-    from mllm.model.checkpoint import load_run_config
+    from mllm.run_folder import load_run_config
 
     settings = with_overrides(load_run_config(args.model).generation[args.task], **generation_overrides(args))
     captioner = Captioner.load(args.model, device=args.device)

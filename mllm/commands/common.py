@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from mllm.config import Config, GenerationSettings, load_config
 
 
@@ -13,7 +11,6 @@ def add_config_arguments(parser) -> None:
 
 
 def config_from_args(args, overrides: list[str] | None = None) -> Config:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return load_config(args.config, args.overrides if overrides is None else overrides)
 
 

@@ -26,11 +26,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     from mllm.bench.quickstart import run_quickstart
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = run_quickstart(args.out, args.config, preset=args.preset, seed=args.seed, overrides=args.overrides,
                             scenes={"n_train": args.n_train, "n_test": args.n_test, "image_size": args.image_size})
     print(f"report: {report.resolve()}")

@@ -46,6 +46,8 @@ class CaptionDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(index)  # also ends plain iteration over the dataset
         for offset in range(len(self.items)):
             record, task, prompt = self.items[(index + offset) % len(self.items)]
             try:

@@ -114,8 +114,14 @@ class CaptionProcessor:
         return Encoded(prompt_ids + answer, [IGNORE_INDEX] * len(prompt_ids) + answer)
 
     # -- batches --------------------------------------------------------------------------
-    def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        """Right-padded training batch from samples `{input_ids, labels, pixel_values}`."""
+    def collate(self, samples: list[dict]) -> dict[str, torch.Tensor | int]:
+        """Right-padded training batch from samples `{input_ids, labels, pixel_values}`.
+
+        Logits are only needed where a label is predicted: `logits_to_keep` keeps the positions
+        from just before the earliest supervised token on, and `labels` are cut to match, so the
+        LM head (a large share of a small LLM's work) skips the prompt and image tokens. The loss
+        is the same as with every position kept.
+        """
         width = max(len(s["input_ids"]) for s in samples)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(samples), width), pad, dtype=torch.long)
@@ -126,8 +132,10 @@ class CaptionProcessor:
             ids[row, :n] = torch.tensor(s["input_ids"])
             labels[row, :n] = torch.tensor(s["labels"])
             mask[row, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask,
-                "pixel_values": torch.stack([s["pixel_values"] for s in samples])}
+        supervised = (labels != IGNORE_INDEX).any(0).nonzero()
+        keep = width - max(int(supervised[0]) - 1, 0) if len(supervised) else width
+        return {"input_ids": ids, "labels": labels[:, width - keep:], "logits_to_keep": keep,
+                "attention_mask": mask, "pixel_values": torch.stack([s["pixel_values"] for s in samples])}
 
     def generation_inputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Left-padded prompt ids and attention mask for batched generation."""

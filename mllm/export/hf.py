@@ -22,8 +22,8 @@ from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaP
 
 from mllm.config import Config, GenerationSettings
 from mllm.data.processor import CaptionProcessor
-from mllm.model.build import CONFIG_FILE
-from mllm.model.checkpoint import load_captioner, load_run_config
+from mllm.model.build import load_captioner
+from mllm.run_folder import CONFIG_FILE, load_run_config
 from mllm.model.recipes import unwrap
 
 STOCK_CONNECTORS = ("mlp2x_gelu",)

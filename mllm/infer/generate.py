@@ -7,7 +7,6 @@ mask, so every row sees the same tokens at the same positions it would see alone
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,9 +14,11 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from mllm.config import GenerationSettings
+from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
 from mllm.model.recipes import unwrap
+from mllm.precision import announce, resolve_dtype
+from mllm.run_folder import weights_revision
 
 
 @dataclass
@@ -48,12 +49,14 @@ class Captioner:
         self.stop_ids = processor.stop_token_ids()
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None) -> "Captioner":
-        """Load a run folder (LoRA merged for speed)."""
-        from mllm.model.checkpoint import load_captioner
+    def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto") -> "Captioner":
+        """Load a run folder (LoRA merged for speed) in `dtype` (auto: from the device, `mllm.precision`)."""
+        from mllm.model.build import load_captioner
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        built = load_captioner(model_dir, merge=True, device=device)
+        precision = resolve_dtype(dtype, device)
+        announce("captioning precision", precision)
+        built = load_captioner(model_dir, merge=True, device=device, dtype=precision.dtype)
         return cls(built.model, built.processor, model_id=Path(model_dir).resolve().name,
                    model_revision=weights_revision(model_dir))
 
@@ -110,12 +113,6 @@ class Captioner:
             chunk_prompts = prompts[start:start + settings.batch_size] if prompts else None
             out += self.generate(self.preprocessor(chunk), task, settings, chunk_prompts)
         return out
-
-
-def weights_revision(model_dir: str | Path) -> str:
-    """The first 12 hex digits of the SHA-256 of the run's `model.safetensors`: names the exact weights."""
-    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:12]
 
 
 def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:

@@ -179,7 +179,7 @@ def settings_json(settings: dict[str, Any], tasks: tuple[str, ...]) -> str:
 def task_settings(model_dir: str | Path, tasks: tuple[str, ...], overrides: dict[str, Any]) -> dict[str, Any]:
     """task -> the run's saved GenerationSettings (`generation:` in its config.yaml) with `overrides` applied."""
     from mllm.infer.generate import with_overrides
-    from mllm.model.checkpoint import load_run_config
+    from mllm.run_folder import load_run_config
 
     saved = load_run_config(model_dir).generation
     missing = [t for t in tasks if t not in saved]

@@ -1,5 +1,11 @@
 """Assemble a captioner: transformers' `LlavaForConditionalGeneration` from a tower, a connector
-and an LLM, each loaded on its own, plus the matching `CaptionProcessor`."""
+and an LLM, each loaded on its own, plus the matching `CaptionProcessor`; or rebuild a saved run.
+
+Dtypes: for training, the weights that train (connector, LoRA, trained tower layers, a fully
+tuned LLM) stay in fp32 and autocast does the rest, while the frozen LLM and tower are loaded in
+`model.llm.dtype` (auto: the training precision's dtype); for captioning, everything is in one
+dtype (auto: from the hardware, `mllm.precision`).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from mllm.config import Config, ModelConfig
 from mllm.data.processor import CaptionProcessor
 from mllm.model.connectors import ConnectorSpec, build_connector
-from mllm.model.llm import DTYPES, load_llm
-from mllm.model.recipes import apply_recipe, llm_recipe
+from mllm.model.llm import load_llm
+from mllm.model.recipes import apply_recipe, llm_recipe, merge_lora
 from mllm.model.towers import detect_select_strategy, hidden_state_index, load_vision_tower
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
+from mllm.run_folder import WEIGHTS_FILE, load_run_config, load_weights, persisted_names
 
 
 @dataclass
@@ -44,11 +47,24 @@ def _probe_pixels(image_processor) -> torch.Tensor:
     return image_processor(images=[Image.new("RGB", (32, 32), (127, 127, 127))], return_tensors="pt")["pixel_values"]
 
 
-def assemble(cfg: ModelConfig, work_dir: Path, stage: str):
-    """Load the parts and join them into one Llava model. Returns (llava, processor parts, cfg)."""
-    quantize = llm_recipe(cfg, stage) == "qlora"
+def _inputs_in_own_dtype(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: floating inputs in the module's dtype (a frozen bf16 tower feeding an fp32
+    connector works with or without autocast)."""
+    dtype = next(module.parameters()).dtype
+
+    def cast(value):
+        return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+def assemble(cfg: ModelConfig, work_dir: Path, stage: str, dtype: torch.dtype, training: bool):
+    """Load the parts and join them into one Llava model. Returns (llava, tokenizer, image processor,
+    resolved model config). `dtype` is the frozen weights' dtype (all weights', when not `training`)."""
+    recipe = llm_recipe(cfg, stage)
     tower, image_processor, vision_source = load_vision_tower(cfg.vision, work_dir / "base", cfg.seed)
-    llm, tokenizer, llm_source = load_llm(cfg.llm, work_dir / "base", cfg.seed, quantize=quantize)
+    llm_dtype = torch.float32 if training and recipe.trains_llm else dtype
+    llm, tokenizer, llm_source = load_llm(cfg.llm, work_dir / "base", llm_dtype, cfg.seed, quantize=recipe.quantize)
     pixels = _probe_pixels(image_processor)
     strategy = cfg.vision.select_strategy or detect_select_strategy(tower, pixels)
     llava_config = LlavaConfig(
@@ -70,13 +86,16 @@ def assemble(cfg: ModelConfig, work_dir: Path, stage: str):
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         spec = ConnectorSpec(cfg.connector, tower.config.hidden_size, llm.config.hidden_size, llava_config)
-        connector = build_connector(spec)
-    compute_dtype = DTYPES[cfg.llm.dtype]
-    llava.model.multi_modal_projector = connector.to(compute_dtype)
-    tower.to(compute_dtype)
-    with torch.no_grad():
-        features = llava.model.get_image_features(pixel_values=pixels.to(compute_dtype)).pooler_output
+        llava.model.multi_modal_projector = build_connector(spec)
+    with torch.no_grad():  # tower and connector are still fp32 here
+        features = llava.model.get_image_features(pixel_values=pixels).pooler_output
     llava.config.image_seq_length = features[0].shape[0]
+    if not (training and cfg.vision.trainable_layers):
+        tower.to(dtype)
+    if not training:
+        llava.model.multi_modal_projector.to(dtype)
+    for module in (tower, llava.model.multi_modal_projector):
+        module.register_forward_pre_hook(_inputs_in_own_dtype, with_kwargs=True)
     resolved = dataclasses.replace(
         cfg,
         vision=dataclasses.replace(cfg.vision, name_or_path=vision_source, config=None, select_strategy=strategy,
@@ -89,33 +108,28 @@ def assemble(cfg: ModelConfig, work_dir: Path, stage: str):
     return llava, tokenizer, image_processor, resolved
 
 
-def load_weights(model: nn.Module, path: Path) -> set[str]:
-    """Load a saved weights file into `model`; every saved name must exist in the model."""
-    state = load_file(str(path))
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"{path}: weights that this model does not have: {result.unexpected_keys[:5]} "
-                         f"({len(result.unexpected_keys)} in all)")
-    return set(state)
+def _connector_names(llava: LlavaForConditionalGeneration) -> set[str]:
+    return {f"model.multi_modal_projector.{name}" for name, _ in llava.model.multi_modal_projector.named_parameters()}
 
 
-def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
+def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None, *,
+                    dtype: torch.dtype = torch.float32, training: bool = True,
                     gradient_checkpointing: bool = False) -> Built:
-    """Build the model for `stage` (default: `cfg.train.stage`), starting from `init_from` if set."""
-    from mllm.model.checkpoint import load_run_config
-
+    """Build the model for `stage` (default: `cfg.train.stage`), starting from `init_from` if set.
+    `dtype`: the frozen weights' dtype (see the module docstring)."""
     stage = stage or cfg.train.stage
     model_cfg = cfg.model
     if model_cfg.init_from:
         previous = load_run_config(model_cfg.init_from).model
         # The architecture comes from the previous run; which tower layers train is this stage's choice.
         vision = dataclasses.replace(previous.vision, trainable_layers=model_cfg.vision.trainable_layers)
-        model_cfg = dataclasses.replace(model_cfg, vision=vision, llm=previous.llm,
-                                        connector=previous.connector, seed=previous.seed)
-    llava, tokenizer, image_processor, resolved = assemble(model_cfg, Path(work_dir), stage)
-    persist = {f"model.multi_modal_projector.{name}" for name, _ in llava.model.multi_modal_projector.named_parameters()}
+        llm = dataclasses.replace(previous.llm, dtype=model_cfg.llm.dtype)  # the dtype is this stage's choice too
+        model_cfg = dataclasses.replace(model_cfg, vision=vision, llm=llm, connector=previous.connector,
+                                        seed=previous.seed)
+    llava, tokenizer, image_processor, resolved = assemble(model_cfg, Path(work_dir), stage, dtype, training)
+    persist = _connector_names(llava)
     if model_cfg.init_from:
-        persist |= load_weights(llava, Path(model_cfg.init_from) / WEIGHTS_FILE)
+        persist |= load_weights(llava, Path(model_cfg.init_from) / WEIGHTS_FILE, required=persist)
     processor = CaptionProcessor(tokenizer, image_processor, model_cfg.llm.image_token,
                                  llava.config.image_seq_length, cfg.data.prompts, cfg.data.max_length,
                                  model_cfg.llm.system_prompt)
@@ -123,3 +137,25 @@ def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
     kept = {id(p) for name, p in llava.named_parameters() if name in persist}
     model = apply_recipe(llava, resolved, stage, gradient_checkpointing)
     return Built(model, processor, resolved, {name for name, p in model.named_parameters() if id(p) in kept})
+
+
+def load_captioner(folder: str | Path, merge: bool = False, device: str | torch.device | None = None,
+                   dtype: torch.dtype = torch.float32) -> Built:
+    """Rebuild a saved run in `dtype`; `merge=True` folds LoRA into the weights (faster inference)."""
+    folder = Path(folder)
+    cfg = load_run_config(folder)
+    stage = cfg.train.stage
+    if device is not None and torch.device(device).type == "cuda" and torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))  # bitsandbytes puts a 4-bit LLM on the current device
+    built = build_captioner(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None)),
+                            work_dir=folder, stage=stage, dtype=dtype, training=False)
+    load_weights(built.model, folder / WEIGHTS_FILE, required=persisted_names(built.model, built.persist))
+    built.processor = CaptionProcessor.from_pretrained(folder)
+    if merge and llm_recipe(cfg.model, stage).lora:
+        built.model = merge_lora(built.model)
+        built.persist = {n.removeprefix("base_model.model.") for n in built.persist}
+    built.model.eval()
+    if device is not None:
+        built.model.to(device)
+    return built
+

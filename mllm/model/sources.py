@@ -75,6 +75,11 @@ def _convert_pypi_gguf(source: str) -> Path:
     return _atomic_folder(cache_dir() / source.replace(":", "_"), write)
 
 
+def is_packaged(name_or_path: str | None) -> bool:
+    """A `pypi:` model (converted into the cache on first use)."""
+    return bool(name_or_path) and name_or_path.startswith("pypi:")
+
+
 def resolve_source(name_or_path: str) -> str:
     """Map a `name_or_path` to something `from_pretrained` accepts."""
     if name_or_path in PYPI_GGUF:

@@ -8,8 +8,8 @@ the same command resumes exactly where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -20,8 +20,10 @@ from transformers.trainer_utils import get_last_checkpoint
 from mllm.config import Config
 from mllm.data.dataset import CaptionDataset
 from mllm.data.records import read_records
-from mllm.model.build import WEIGHTS_FILE, Built, build_captioner, load_weights
-from mllm.model.checkpoint import gather_persisted_state, save_run
+from mllm.model.build import Built, build_captioner
+from mllm.precision import Choice, announce, resolve_dtype, resolve_precision
+from mllm.run_folder import (LOSS_PLOT_FILE, WEIGHTS_FILE, gather_persisted_state, load_weights, save_run,
+                             write_train_log)
 from mllm.train.curves import plot_loss
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class CaptionTrainer(Trainer):
             return EpochLengthGroupedSampler(batch, self.lengths, self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
+    def _get_eval_sampler(self, eval_dataset):
+        return torch.utils.data.SequentialSampler(eval_dataset)  # order does not change an evaluation loss
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # Under ZeRO-3 every rank must join the gather. Gather only the weights a run keeps: the
         # Trainer's own path consolidates the whole model, and with PEFT drops frozen `persist`
@@ -72,7 +77,12 @@ class CaptionTrainer(Trainer):
         load_weights(model or self.model, Path(resume_from_checkpoint) / WEIGHTS_FILE)
 
 
-def training_arguments(cfg: Config) -> TrainingArguments:
+def training_device(cfg: Config) -> str:
+    """'cuda' when there is a GPU and `train.use_cpu` is off, else 'cpu'."""
+    return "cuda" if torch.cuda.is_available() and not cfg.train.use_cpu else "cpu"
+
+
+def training_arguments(cfg: Config, precision: Choice) -> TrainingArguments:
     t = cfg.train
     return TrainingArguments(
         output_dir=t.output_dir,
@@ -86,20 +96,40 @@ def training_arguments(cfg: Config) -> TrainingArguments:
         lr_scheduler_type=t.scheduler,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16",
+        bf16=precision.precision == "bf16",
+        fp16=precision.precision == "fp16",
+        max_grad_norm=t.max_grad_norm,
         gradient_checkpointing=t.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if cfg.data.eval else "no",
+        eval_steps=t.eval_steps,
         dataloader_num_workers=t.num_workers,
         deepspeed=t.deepspeed,
-        use_cpu=t.use_cpu or not torch.cuda.is_available(),
+        use_cpu=training_device(cfg) == "cpu",
         report_to=t.report_to,
         remove_unused_columns=False,
         disable_tqdm=False,
     )
+
+
+def _place_rank() -> None:
+    """Under torchrun, put this rank on its own GPU before anything is built: bitsandbytes loads a
+    4-bit model on the current device, and the model is assembled before the Trainer starts."""
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+
+
+def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
+    if not cfg.data.eval:
+        return None
+    records, skipped = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root)
+    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
+    if not len(dataset):
+        raise ValueError(f"{cfg.data.eval}: no usable evaluation samples ({skipped.summary()})")
+    return dataset
 
 
 def train(cfg: Config, callbacks: list | None = None) -> Path:
@@ -108,15 +138,20 @@ def train(cfg: Config, callbacks: list | None = None) -> Path:
     set_seed(cfg.train.seed)
     if not cfg.data.train:
         raise ValueError("data.train is not set")
+    precision = resolve_precision(cfg.train.precision, training_device(cfg))
+    announce("training precision", precision)
+    _place_rank()
     # Build before TrainingArguments: DeepSpeed partitions the assembled model at initialize().
-    built = build_captioner(cfg, out, gradient_checkpointing=cfg.train.gradient_checkpointing)
+    dtype = resolve_dtype(cfg.model.llm.dtype, training_device(cfg), precision=precision).dtype
+    built = build_captioner(cfg, out, dtype=dtype,
+                            gradient_checkpointing=cfg.train.gradient_checkpointing)
     records, skipped = read_records(cfg.data.train, cfg.data.format, cfg.data.image_root, cfg.data.max_records)
     dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
     log.warning("training on %d samples from %d records; %s", len(dataset), len(records), skipped.summary())
     if not len(dataset):
         raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
-    args = training_arguments(cfg)
-    trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset,
+    args = training_arguments(cfg, precision)
+    trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
                              data_collator=built.processor.collate, built=built, run_config=cfg,
                              lengths=dataset.lengths, callbacks=callbacks)
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
@@ -124,8 +159,8 @@ def train(cfg: Config, callbacks: list | None = None) -> Path:
     trainer.save_model(str(out))
     if args.should_save:
         history = trainer.state.log_history
-        (out / "train_log.json").write_text(json.dumps({
-            "log_history": history, "skipped": dict(skipped.counts),
-            "image_decode_failures": dataset.decode_failures}, indent=1))
-        plot_loss(history, out / "loss.png", title=f"{cfg.train.stage} loss")
+        write_train_log(out, {"log_history": history, "skipped": dict(skipped.counts),
+                              "image_decode_failures": dataset.decode_failures,
+                              "precision": precision.precision, "precision_reason": precision.reason})
+        plot_loss(history, out / LOSS_PLOT_FILE, title=f"{cfg.train.stage} loss")
     return out

@@ -24,7 +24,7 @@ from mllm.export.card import CardOptions, hub_id, render_card
 from mllm.export.hf import ExportError
 from mllm.export.vllm_check import check_config, check_vllm
 from mllm.infer.generate import Captioner
-from mllm.model.checkpoint import load_run_config
+from mllm.run_folder import load_run_config
 from mllm.train.trainer import train
 
 STOCK_SCRIPT = Path(__file__).with_name("stock_caption.py")

@@ -99,7 +99,7 @@ def tiny_run(tmp_path_factory):
 
 def test_zoo_with_a_real_tiny_model_via_the_cli(zoo, tiny_run, tmp_path, capsys):
     from mllm.cli import main
-    from mllm.infer.generate import weights_revision
+    from mllm.run_folder import weights_revision
 
     folder, good, bad = zoo
     out = tmp_path / "recap"

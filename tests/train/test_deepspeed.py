@@ -21,8 +21,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mllm.data.records import read_records
-from mllm.model.build import WEIGHTS_FILE, build_captioner
-from mllm.model.checkpoint import load_captioner, load_run_config
+from mllm.model.build import build_captioner, load_captioner
+from mllm.run_folder import WEIGHTS_FILE, load_run_config
 from mllm.train.trainer import train
 from conftest import ROOT, TINY, tiny_config, write_colour_dataset
 

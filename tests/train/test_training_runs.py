@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 
 from mllm.data.records import read_records
 from mllm.infer.generate import Captioner
-from mllm.model.build import WEIGHTS_FILE, build_captioner
-from mllm.model.checkpoint import load_captioner, save_run
+from mllm.model.build import build_captioner, load_captioner
+from mllm.run_folder import WEIGHTS_FILE, save_run
 from mllm.train.trainer import train
 from conftest import tiny_config, write_colour_dataset
 
