@@ -107,7 +107,7 @@ class DataConfig:
     """Training data: caption records (JSONL/JSON/CSV/Parquet/LLaVA JSON/HF dataset)."""
 
     train: str | None = None
-    eval: str | None = None  # records for the evaluation loss (every train.eval_steps)
+    eval: str | None = None  # held-out records: evaluation loss (train.eval_steps), caption validation
     format: DataFormat = "auto"
     image_root: str | None = None  # relative image paths resolve here (default: the file's folder)
     tasks: list[Task] = field(default_factory=lambda: ["detailed", "short"])
@@ -138,7 +138,9 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 2
-    eval_steps: int | None = None  # with data.eval: evaluation loss every N steps (default: logging_steps)
+    eval_steps: int | None = None  # with data.eval: the evaluation loss every N steps (None: none)
+    validation_steps: int = 0  # with data.eval: caption validation records every N steps (0: off)
+    validation_samples: int = 32  # how many data.eval records the validation captions
     num_workers: int = 0
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/deepspeed/)
     resume: bool = True  # continue from the newest checkpoint-* in output_dir if there is one

@@ -25,6 +25,7 @@ from mllm.precision import Choice, announce, resolve_dtype, resolve_precision
 from mllm.run_folder import (LOSS_PLOT_FILE, WEIGHTS_FILE, gather_persisted_state, load_weights, save_run,
                              write_train_log)
 from mllm.train.curves import plot_loss
+from mllm.train.validation import CaptionValidation, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def training_arguments(cfg: Config, precision: Choice) -> TrainingArguments:
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if cfg.data.eval else "no",
+        eval_strategy="steps" if cfg.data.eval and t.eval_steps else "no",
         eval_steps=t.eval_steps,
         dataloader_num_workers=t.num_workers,
         deepspeed=t.deepspeed,
@@ -123,7 +124,7 @@ def _place_rank() -> None:
 
 
 def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
-    if not cfg.data.eval:
+    if not (cfg.data.eval and cfg.train.eval_steps):
         return None
     records, skipped = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root)
     dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
@@ -132,8 +133,23 @@ def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
     return dataset
 
 
-def train(cfg: Config, callbacks: list | None = None) -> Path:
-    """Run one training stage; returns the run folder (loadable with `load_captioner`)."""
+def _validation(cfg: Config, built: Built, scorer: Scorer | None) -> CaptionValidation | None:
+    if not (cfg.train.validation_steps and cfg.data.eval):
+        return None
+    from mllm.infer.generate import Captioner
+
+    records, _ = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root, cfg.train.validation_samples)
+
+    def caption(images, task):
+        captioner = Captioner(built.model, built.processor)
+        return [g.text for g in captioner.caption(images, task, cfg.generation[task])]
+
+    return CaptionValidation(records, cfg.data.tasks, caption, cfg.train.validation_steps, cfg.train.output_dir, scorer)
+
+
+def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = None) -> Path:
+    """Run one training stage; returns the run folder (loadable with `load_captioner`). `scorer`
+    adds figures to the caption validation (`train.validation_steps`)."""
     out = Path(cfg.train.output_dir)
     set_seed(cfg.train.seed)
     if not cfg.data.train:
@@ -151,9 +167,10 @@ def train(cfg: Config, callbacks: list | None = None) -> Path:
     if not len(dataset):
         raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
     args = training_arguments(cfg, precision)
+    validation = _validation(cfg, built, scorer)
     trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
                              data_collator=built.processor.collate, built=built, run_config=cfg,
-                             lengths=dataset.lengths, callbacks=callbacks)
+                             lengths=dataset.lengths, callbacks=[*(callbacks or []), *filter(None, [validation])])
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
