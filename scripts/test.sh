@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+bash scripts/setup_vllm.sh  # .venv-vllm for the vLLM engine's tests (a no-op once made)
 exec "${PYTHON:-python3}" -m pytest -q "$@"

@@ -13,6 +13,10 @@ from mllm.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
+# vLLM's CPU attention needs a head size of 64: the tiny LLM with one attention head (and one KV head).
+HEAD_64_LLM = ("model.llm.config={model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
+               "num_attention_heads: 1, num_key_value_heads: 1, max_position_embeddings: 512, "
+               "tie_word_embeddings: true}")
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40),
            "black": (10, 10, 10), "purple": (130, 40, 170), "orange": (245, 140, 20), "pink": (250, 150, 200)}
 
@@ -47,11 +51,42 @@ def colour_data(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def overfit_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny captioner trained until it memorises 8 records: (run folder, data jsonl)."""
+    """A tiny captioner trained until it memorises 8 records: (run folder, data jsonl). Its LLM has one
+    attention head of size 64, so that the vLLM engine's tests can serve it too."""
     from mllm.train.trainer import train
 
     root = tmp_path_factory.mktemp("overfit")
     data = write_colour_dataset(root / "data")
-    run = train(tiny_config(data, root / "run", "train.max_steps=160", "train.save_steps=1000",
+    run = train(tiny_config(data, root / "run", HEAD_64_LLM, "train.max_steps=160", "train.save_steps=1000",
                             "train.logging_steps=20"))
     return run, data
+
+
+@pytest.fixture(scope="session")
+def vllm_lora_run(overfit_run, tmp_path_factory) -> Path:
+    """A LoRA run over `overfit_run` that learned the short captions as detailed ones, so its adapter
+    changes every detailed caption (an engine that ignored it would be caught)."""
+    from mllm.train.trainer import train
+
+    run, data = overfit_run
+    root = tmp_path_factory.mktemp("vllm_lora")
+    short = root / "short.jsonl"
+    short.write_text("".join(json.dumps({**r, "image": str(data.parent / r["image"]), "caption": r["short_caption"]})
+                             + "\n" for r in map(json.loads, data.read_text().splitlines())))
+    return train(tiny_config(short, root / "run", f"model.init_from={run}", "model.tuning.recipe=lora",
+                             "model.tuning.lora_r=8", "train.max_steps=30", "train.save_steps=1000",
+                             "train.logging_steps=10"))
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The Python of .venv-vllm (`scripts/setup_vllm.sh`, which `scripts/test.sh` runs); under CI its
+    absence fails the tests that need it, elsewhere it skips them."""
+    from mllm.infer.backends.vllm import VllmEngineError, worker_python
+
+    try:
+        return worker_python()
+    except VllmEngineError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))

@@ -26,6 +26,23 @@ def add_generation_arguments(parser) -> None:
     g.add_argument("--repetition-penalty", type=float)
 
 
+def add_engine_argument(parser) -> None:
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                        help="hf: transformers generate (default); vllm: vLLM in .venv-vllm (scripts/setup_vllm.sh), "
+                             "on the run's stock LLaVA export")
+
+
+def load_engine(args, device: str | None, settings: list):
+    """The captioner `--engine` asks for; `settings` (GenerationSettings) are checked before it loads."""
+    if args.engine == "vllm":
+        from mllm.infer.backends.vllm import VllmCaptioner
+
+        return VllmCaptioner.load(args.model, device=device, settings=settings)
+    from mllm.infer.generate import Captioner
+
+    return Captioner.load(args.model, device=device)
+
+
 def generation_overrides(args) -> dict:
     names = [f.name for f in GenerationSettings.__dataclass_fields__.values()]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -10,7 +10,7 @@ Per-task decoding defaults to the model's saved `generation:` settings; flags ov
 
 from __future__ import annotations
 
-from mllm.commands.common import add_generation_arguments, generation_overrides
+from mllm.commands.common import add_engine_argument, add_generation_arguments, generation_overrides, load_engine
 
 
 def add_arguments(parser) -> None:
@@ -33,12 +33,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default 64M; 0 = off)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if a GPU is there)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_argument(parser)
     add_generation_arguments(parser)
 
 
 def run(args) -> int:
     from mllm.data.images import DEFAULT_MAX_PIXELS
-    from mllm.infer.generate import Captioner
     from mllm.infer.recaption import RecaptionConfig, default_device, recaption, task_settings
     from mllm.infer.shards import WorkerSlot
     from mllm.infer.sources import open_source
@@ -55,7 +55,7 @@ def run(args) -> int:
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         progress=not args.no_progress,
     )
-    captioner = Captioner.load(args.model, device=args.device or default_device())
+    captioner = load_engine(args, args.device or default_device(), list(settings.values()))
     summary = recaption(captioner, source, config, settings)
     print(f"{args.out}: {summary.format()}")
     return 0

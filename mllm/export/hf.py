@@ -7,6 +7,9 @@
 
 LoRA is merged first (a QLoRA base is dequantized); the processor is checked to expand the image
 token and render the prompt exactly as the run's `CaptionProcessor` does, so greedy captions match.
+Its chat template takes string and multimodal (list) message content (`mllm.export.chat_template`).
+Weights are written in the Hub LLaVA layout (`vision_tower.vision_model.*`, `language_model.model.*`)
+that vLLM's loader and transformers both read.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers.conversion_mapping import get_model_conversion_mapping
 
 from mllm.config import Config, GenerationSettings
 from mllm.data.processor import CaptionProcessor
+from mllm.export.chat_template import message_forms, multimodal_chat_template
 from mllm.model.build import load_captioner
+from mllm.model.recipes import dequantize_base, llm_recipe, unwrap
 from mllm.run_folder import CONFIG_FILE, load_run_config
-from mllm.model.recipes import unwrap
 
 STOCK_CONNECTORS = ("mlp2x_gelu",)
 TRAINING_CONFIG_FILE = "training_config.yaml"
+ADAPTER_DIR = "lora"  # with export_checkpoint(adapter=True): the LoRA adapter, PEFT format
 
 
 class ExportError(ValueError):
@@ -49,6 +55,7 @@ class Exported:
     max_new_tokens: int
     system_prompt: str | None = None  # a system message the prompt starts with, if the run set one
     vllm_problems: list = field(default_factory=list)  # filled by mllm.export.vllm_check
+    adapter: Path | None = None  # the unmerged LoRA adapter's folder (export_checkpoint(adapter=True))
 
     @property
     def files(self) -> list[str]:
@@ -87,6 +94,23 @@ def generation_config(llava, processor: CaptionProcessor, settings: GenerationSe
     return gen
 
 
+def chat_template(processor: CaptionProcessor) -> str:
+    """The LLM's template, taking both message forms and starting with the run's system prompt."""
+    return multimodal_chat_template(processor.tokenizer.chat_template, processor.image_token, processor.system_prompt)
+
+
+def hub_layout(model) -> None:
+    """Make `save_pretrained` write the weight names Hub checkpoints use.
+
+    transformers renames checkpoint keys on load (its conversion mapping: `vision_tower.vision_model.*`
+    into the flat tower of transformers 5) and reverses what it used on save. For a model it did not
+    load, it drops the prefix changes (it cannot know whether the prefix was there), so an
+    assembled Llava would save `vision_tower.embeddings.*`, which vLLM's loader rejects. mllm
+    assembles its Llava from parts, so it states the mapping a Hub checkpoint is loaded with.
+    """
+    model._weight_conversions = get_model_conversion_mapping(model, add_legacy=False)
+
+
 def stock_processor(processor: CaptionProcessor, config) -> LlavaProcessor:
     """A `LlavaProcessor` whose `<image>` expansion gives the run's `image_seq_length` tokens.
 
@@ -107,7 +131,7 @@ def stock_processor(processor: CaptionProcessor, config) -> LlavaProcessor:
                           f"image, patch {patch} and strategy {strategy!r}: a stock LlavaProcessor cannot "
                           "reproduce it")
     return LlavaProcessor(processor.image_processor, processor.tokenizer, patch_size=patch,
-                          vision_feature_select_strategy=strategy, chat_template=processor.tokenizer.chat_template,
+                          vision_feature_select_strategy=strategy, chat_template=chat_template(processor),
                           image_token=processor.image_token, num_additional_image_tokens=extra)
 
 
@@ -116,7 +140,7 @@ def bundled_processor(processor: CaptionProcessor):
 
     MllmCaptionerProcessor.register_for_auto_class("AutoProcessor")
     return MllmCaptionerProcessor(processor.image_processor, processor.tokenizer,
-                                  chat_template=processor.tokenizer.chat_template, image_token=processor.image_token,
+                                  chat_template=chat_template(processor), image_token=processor.image_token,
                                   image_seq_length=processor.image_seq_length)
 
 
@@ -132,6 +156,11 @@ def check_processor(exported, processor: CaptionProcessor) -> None:
                           f"{inputs['input_ids'][0].tolist()} != {expected}")
     if not torch.equal(inputs["pixel_values"], processor.pixel_values([image])):
         raise ExportError("the exported image processor gives different pixel values from the run's")
+    for form, messages in message_forms(processor.image_token, prompt).items():
+        rendered = exported.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if rendered != processor.render_prompt(prompt):
+            raise ExportError(f"the exported chat template renders {form} message content differently from "
+                              f"the run's prompt: {rendered!r} != {processor.render_prompt(prompt)!r}")
 
 
 def connector_settings(llava) -> dict:
@@ -163,13 +192,24 @@ def bundled_model(llava):
     return model
 
 
+def split_lora(model, adapter_dir: Path) -> LlavaForConditionalGeneration:
+    """Save the LoRA adapter (PEFT format) into `adapter_dir`; return the base Llava without it."""
+    dequantize_base(model)
+    model.save_pretrained(adapter_dir, save_embedding_layers=False)
+    return model.unload()
+
+
 def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "4GB",
-                      task: str = "detailed") -> Exported:
-    """Merge and save `run_dir` into `out_dir` (model, processor, generation config, training config)."""
+                      task: str = "detailed", adapter: bool = False) -> Exported:
+    """Merge and save `run_dir` into `out_dir` (model, processor, generation config, training config).
+
+    `adapter=True`: a LoRA run is not merged; its adapter goes to `out_dir/lora` over the base weights.
+    """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg = load_run_config(run_dir)
-    built = load_captioner(run_dir, merge=True, device="cpu")
-    llava = unwrap(built.model)
+    keep_adapter = adapter and llm_recipe(cfg.model, cfg.train.stage).lora
+    built = load_captioner(run_dir, merge=not keep_adapter, device="cpu")
+    llava = split_lora(built.model, out_dir / ADAPTER_DIR) if keep_adapter else unwrap(built.model)
     _check_plain(llava, run_dir)
     for part in (llava.config.vision_config, llava.config.text_config):
         part._name_or_path = ""  # local folders of the training machine mean nothing on the Hub
@@ -183,10 +223,12 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     hf_processor = bundled_processor(processor) if bundled else stock_processor(processor, llava.config)
     check_processor(hf_processor, processor)
     out_dir.mkdir(parents=True, exist_ok=True)
+    hub_layout(model)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
     hf_processor.save_pretrained(out_dir)
     shutil.copyfile(run_dir / CONFIG_FILE, out_dir / TRAINING_CONFIG_FILE)
     prompts = {task: processor.task_prompt(task) for task in processor.prompts}
     return Exported(out_dir, connector, bundled, cfg, llava.config.image_seq_length, prompts,
                     {task: processor.render_prompt(p) for task, p in prompts.items()},
-                    processor.stop_token_ids(), settings.max_new_tokens, processor.system_prompt)
+                    processor.stop_token_ids(), settings.max_new_tokens, processor.system_prompt,
+                    adapter=out_dir / ADAPTER_DIR if keep_adapter else None)

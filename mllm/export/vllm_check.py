@@ -4,7 +4,10 @@ vLLM builds `LlavaForConditionalGeneration` from `config.json` alone: the tower 
 SigLIP or Pixtral vision config, images square at `vision_config.image_size`, the projector a
 2-layer MLP with a known activation, the feature layer inside the tower, the select strategy
 `default` or `full`, and `image_token_index` a token of the LLM. It counts image tokens itself,
-so that count must equal what the processor inserts and what the model was trained with.
+so that count must equal what the processor inserts and what the model was trained with. Its
+CLIP / SigLIP towers load from `vision_tower.vision_model.*` weights only.
+
+These are the fields we know of; the export tests load exports in real vLLM as well.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ VLLM_TOWERS = {"clip_vision_model": "CLIP", "siglip_vision_model": "SigLIP", "pi
 TOWERS_WITH_CLS = ("clip_vision_model",)
 VLLM_ACTIVATIONS = ("gelu", "gelu_fast", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu")
 STRATEGIES = ("default", "full")
+HUB_TOWER_PREFIX = "vision_tower.vision_model."  # vLLM's CLIP / SigLIP towers load these names
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,29 @@ def check_processor(config: dict, processor) -> list[VllmProblem]:
     return problems
 
 
+def weight_names(folder: Path) -> list[str]:
+    """The tensor names in a folder's safetensors files (headers only)."""
+    from safetensors import safe_open
+
+    names = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            names += list(handle.keys())
+    return names
+
+
+def check_weights(config: dict, names: list[str]) -> list[VllmProblem]:
+    """CLIP / SigLIP tower weights must be named as in Hub checkpoints, where vLLM looks for them."""
+    if (config.get("vision_config") or {}).get("model_type") not in ("clip_vision_model", "siglip_vision_model"):
+        return []
+    tower = [n for n in names if n.startswith("vision_tower.")]
+    stray = [n for n in tower if not n.startswith(HUB_TOWER_PREFIX)]
+    if not tower or stray:
+        return [VllmProblem("weights", f"vLLM loads the tower from {HUB_TOWER_PREFIX}*; the checkpoint has "
+                                       f"{stray[:2] or 'no tower weights'}")]
+    return []
+
+
 def check_vllm(folder: str | Path) -> list[VllmProblem]:
     """Check an export folder (`config.json` + processor files); empty list: ready for vLLM."""
     from transformers import AutoProcessor
@@ -122,4 +149,4 @@ def check_vllm(folder: str | Path) -> list[VllmProblem]:
     problems = check_config(config)
     if problems:
         return problems
-    return check_processor(config, AutoProcessor.from_pretrained(folder))
+    return check_weights(config, weight_names(folder)) + check_processor(config, AutoProcessor.from_pretrained(folder))

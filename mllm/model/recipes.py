@@ -101,18 +101,23 @@ def unwrap(model: nn.Module) -> LlavaForConditionalGeneration:
     return model
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold LoRA into the LLM weights; a 4-bit base is dequantized first (no re-quantization)."""
-    if not isinstance(model, PeftModel):
-        return model
+def dequantize_base(model: PeftModel) -> None:
+    """Replace a 4-bit (QLoRA) base under the LoRA layers by float weights; no-op for a float base."""
     llava = unwrap(model)
     text_config = llava.config.text_config
     quantization = getattr(text_config, "quantization_config", None)
     if quantization is not None:
         # The LLM was loaded in 4-bit on its own, so peft wrapped its Linear4bit layers as plain
-        # LoRA layers: swap in float copies of the dequantized weights before folding LoRA in.
+        # LoRA layers: swap in float copies of the dequantized weights.
         from transformers.integrations.bitsandbytes import dequantize_and_replace
 
         dequantize_and_replace(llava, quantization, dtype=llava.lm_head.weight.dtype)
         del text_config.quantization_config
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold LoRA into the LLM weights; a 4-bit base is dequantized first (no re-quantization)."""
+    if not isinstance(model, PeftModel):
+        return model
+    dequantize_base(model)
     return model.merge_and_unload()

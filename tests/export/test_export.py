@@ -17,12 +17,14 @@ import yaml
 from conftest import tiny_config, write_colour_dataset
 from huggingface_hub.utils import _http
 from PIL import Image
+from transformers import AutoProcessor
 
 from mllm.cli import main
 from mllm.export import ExportOptions, export_run
 from mllm.export.card import CardOptions, hub_id, render_card
-from mllm.export.hf import ExportError
-from mllm.export.vllm_check import check_config, check_vllm
+from mllm.data.processor import CaptionProcessor
+from mllm.export.hf import ExportError, chat_template
+from mllm.export.vllm_check import check_config, check_vllm, check_weights, weight_names
 from mllm.infer.generate import Captioner
 from mllm.run_folder import load_run_config
 from mllm.train.trainer import train
@@ -108,6 +110,11 @@ def test_stock_export_captions_like_mllm(workspace, name):
     assert "auto_map" not in config and "quantization_config" not in config["text_config"]
     assert config["image_seq_length"] == 16
     assert not list(export_of(workspace, name).glob("*.py"))
+    # The Hub LLaVA layout, which vLLM's loader reads (transformers 5 alone would write vision_tower.embeddings.*)
+    names = weight_names(export_of(workspace, name))
+    assert {n.split(".")[0] for n in names} == {"vision_tower", "multi_modal_projector", "language_model"}
+    assert all(n.startswith("vision_tower.vision_model.") for n in names if n.startswith("vision_tower."))
+    assert all(n.startswith("language_model.model.") for n in names if n.startswith("language_model."))
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -127,6 +134,44 @@ def test_bundled_export_loads_with_remote_code_and_captions_like_mllm(workspace,
 def test_vllm_check_passes_on_clip_and_siglip_exports(workspace):
     for name in STOCK:
         assert check_vllm(export_of(workspace, name)) == [], name
+
+
+def test_vllm_check_flags_tower_weights_vllm_cannot_find():
+    config = {"vision_config": {"model_type": "siglip_vision_model"}}
+    flat = ["vision_tower.embeddings.patch_embedding.weight", "language_model.model.norm.weight"]
+    assert [p.field for p in check_weights(config, flat)] == ["weights"]
+    assert check_weights(config, ["vision_tower.vision_model.embeddings.patch_embedding.weight"]) == []
+
+
+def _forms(prompt: str) -> list[list[dict]]:
+    return [[{"role": "user", "content": f"<image>\n{prompt}"}],
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]]
+
+
+def test_chat_template_takes_string_and_list_content(workspace):
+    served = AutoProcessor.from_pretrained(export_of(workspace, "siglip_mlp"))
+    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "siglip_mlp")
+    for prompt in trained.prompts["detailed"] + ['Say "what" you see.\nIn one line.']:
+        for messages in _forms(prompt):
+            assert served.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) \
+                == trained.render_prompt(prompt), messages
+            assert served.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) \
+                == trained.render_prompt(prompt), messages
+
+
+def test_chat_template_starts_with_the_run_system_prompt(workspace):
+    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "siglip_mlp")
+    trained.system_prompt = 'You caption images: say "what" you see 🙂\nNothing else.'
+    template, prompt = chat_template(trained), trained.prompts["detailed"][0]
+    expected = trained.render_prompt(prompt)
+    assert trained.system_prompt in expected
+    for messages in _forms(prompt):
+        assert trained.tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                                     tokenize=False) == expected
+    own = [{"role": "system", "content": "Be brief."}] + _forms(prompt)[1]
+    rendered = trained.tokenizer.apply_chat_template(own, chat_template=template, add_generation_prompt=True,
+                                                     tokenize=False)
+    assert "Be brief." in rendered and trained.system_prompt not in rendered
 
 
 def test_vllm_check_says_which_field_fails(workspace, tmp_path):

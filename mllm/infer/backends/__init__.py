@@ -1,0 +1,1 @@
+"""Captioning backends: how a batch of images becomes captions (`vllm`: vLLM in its own virtualenv)."""

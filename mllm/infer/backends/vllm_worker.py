@@ -1,0 +1,95 @@
+"""The vLLM side of `mllm.infer.backends.vllm`: runs offline `vllm.LLM` in vLLM's own virtualenv.
+
+    .venv-vllm/bin/python -I vllm_worker.py      (started by VllmCaptioner; imports vllm, never mllm)
+
+JSON lines on stdin / stdout, nothing pickled. The first line configures the engine:
+    {"model": EXPORT_DIR, "engine_args": {...}, "lora": {"path": ADAPTER_DIR, "rank": R} or null}
+and is answered {"ready": true, "vllm": VERSION} (or {"error": ...}). Then each request
+    {"prompts": [[token ids with one image token], ...], "images": [base64 PNG, ...], "sampling": {...}}
+is answered {"outputs": [[generated token ids], ...]} or {"error": "..."}. EOF on stdin ends it.
+Everything vLLM prints goes to stderr, so stdout carries only the protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+from typing import get_args
+
+CPU_ENGINE_ARGS = {
+    "gpu_memory_utilization": 0.2,  # on CPU: the share of RAM for the KV cache
+    "enforce_eager": True,  # torch.compile warm-up costs more than it saves here
+    "distributed_executor_backend": "uni",
+}
+
+
+def _image(encoded: str):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
+
+
+def _engine(setup: dict):
+    from vllm import LLM
+    from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
+    from vllm.platforms import current_platform
+
+    args = {"seed": 0, "limit_mm_per_prompt": {"image": 1}, **setup.get("engine_args", {})}
+    if current_platform.is_cpu():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: faster start on CPU
+        args = {**CPU_ENGINE_ARGS, **args}
+    if setup.get("lora"):
+        from vllm.config.lora import MaxLoRARanks
+
+        args.setdefault("enable_lora", True)
+        args.setdefault("max_lora_rank", min(r for r in get_args(MaxLoRARanks) if r >= setup["lora"]["rank"]))
+    # NGramPerReqLogitsProcessor: vLLM's no-repeat-n-gram rule, per request via extra_args.
+    return LLM(model=setup["model"], logits_processors=[NGramPerReqLogitsProcessor], **args)
+
+
+def _generate(llm, request: dict, lora) -> list[list[int]]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(**request["sampling"])
+    inputs = [{"prompt_token_ids": ids, "multi_modal_data": {"image": _image(png)}}
+              for ids, png in zip(request["prompts"], request["images"], strict=True)]
+    outputs = llm.generate(inputs, params, use_tqdm=False, lora_request=lora)
+    return [list(output.outputs[0].token_ids) for output in outputs]
+
+
+def serve(stdin, protocol) -> None:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # mllm decoded and checked these images before re-encoding them
+
+    def send(message: dict) -> None:
+        protocol.write(json.dumps(message) + "\n")
+        protocol.flush()
+
+    setup = json.loads(stdin.readline())
+    try:
+        import vllm
+        from vllm.lora.request import LoRARequest
+
+        llm = _engine(setup)
+        lora = LoRARequest("mllm", 1, setup["lora"]["path"]) if setup.get("lora") else None
+    except Exception as error:
+        send({"error": f"vLLM could not load {setup.get('model')}: {type(error).__name__}: {error}"})
+        return
+    send({"ready": True, "vllm": vllm.__version__})
+    for line in stdin:
+        try:
+            send({"outputs": _generate(llm, json.loads(line), lora)})
+        except Exception as error:  # one bad request must not end the worker
+            send({"error": f"{type(error).__name__}: {error}"})
+
+
+if __name__ == "__main__":  # vLLM may spawn processes that import this file
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")  # a local model: nothing to report or fetch
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin, channel)
