@@ -160,8 +160,10 @@ class VllmWorker:
             line = ""
         if not line:
             self.process.wait()
-            raise VllmWorkerDied(f"the vLLM worker exited (code {self.process.returncode}); the end of "
-                                 f"{self.log}:\n" + "".join(deque(open(self.log, errors="replace"), LOG_LINES)))
+            with open(self.log, errors="replace") as log:
+                tail = "".join(deque(log, LOG_LINES))
+            raise VllmWorkerDied(f"the vLLM worker exited (code {self.process.returncode}); the end of {self.log}:\n"
+                                 + tail)
         return json.loads(line)
 
     def close(self) -> None:

@@ -60,7 +60,8 @@ def _generate(llm, request: dict, lora) -> list[list[int]]:
     return [list(output.outputs[0].token_ids) for output in outputs]
 
 
-def serve(stdin, protocol) -> None:
+def serve(stdin, protocol) -> int:
+    """Answer requests until EOF; the exit code is 1 when vLLM failed to load or its engine died."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # mllm decoded and checked these images before re-encoding them
@@ -73,18 +74,22 @@ def serve(stdin, protocol) -> None:
     try:
         import vllm
         from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         llm = _engine(setup)
         lora = LoRARequest("mllm", 1, setup["lora"]["path"]) if setup.get("lora") else None
     except Exception as error:
         send({"error": f"vLLM could not load {setup.get('model')}: {type(error).__name__}: {error}"})
-        return
+        return 1
     send({"ready": True, "vllm": vllm.__version__})
     for line in stdin:
         try:
             send({"outputs": _generate(llm, json.loads(line), lora)})
+        except EngineDeadError:
+            raise  # no request can succeed any more: exit, and mllm stops the job
         except Exception as error:  # one bad request must not end the worker
             send({"error": f"{type(error).__name__}: {error}"})
+    return 0
 
 
 if __name__ == "__main__":  # vLLM may spawn processes that import this file
@@ -92,4 +97,4 @@ if __name__ == "__main__":  # vLLM may spawn processes that import this file
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.stdin, channel)
+    sys.exit(serve(sys.stdin, channel))
