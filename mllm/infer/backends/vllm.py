@@ -27,7 +27,7 @@ from PIL import Image
 
 from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
-from mllm.infer.generate import GeneratedText
+from mllm.infer.generate import Captioner, GeneratedText
 from mllm.model.sources import atomic_folder, cache_dir
 from mllm.precision import announce, resolve_dtype
 from mllm.run_folder import load_run_config, weights_revision
@@ -53,8 +53,9 @@ def worker_python() -> Path:
         return Path(os.environ["MLLM_VLLM_PYTHON"])
     python = REPO / os.environ.get("MLLM_VLLM_VENV", ".venv-vllm") / "bin" / "python"
     if not python.is_file():
-        raise VllmEngineError(f"the vLLM engine runs vLLM in its own virtualenv and found none at {python.parent.parent}: "
-                              "run `bash scripts/setup_vllm.sh`, or set MLLM_VLLM_PYTHON to a Python that has vllm")
+        raise VllmEngineError(f"the vLLM engine runs vLLM in its own virtualenv and found none at "
+                              f"{python.parent.parent}: run `bash scripts/setup_vllm.sh`, or set MLLM_VLLM_PYTHON to "
+                              "a Python that has vllm")
     return python
 
 
@@ -137,8 +138,10 @@ class VllmWorker:
     def __init__(self, python: Path, setup: dict, log: Path, device: str | None = None):
         self.setup = setup
         env = dict(os.environ)
-        if device and device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        if device and device.startswith("cuda:"):  # the worker sees that GPU alone, as its cuda:0
+            index = int(device.split(":", 1)[1])
+            visible = env.get("CUDA_VISIBLE_DEVICES")
+            env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as stderr:  # -I: neither mllm's PYTHONPATH nor this folder (it has vllm.py)
@@ -228,7 +231,8 @@ class VllmCaptioner:
         settings = settings or GenerationSettings()
         prompts = prompts or [self.processor.task_prompt(task)] * len(images)
         answer = self.worker.request({
-            "prompts": [self.prompt_ids(p) for p in prompts], "images": [base64.b64encode(png).decode("ascii") for png in images.pngs],
+            "prompts": [self.prompt_ids(p) for p in prompts],
+            "images": [base64.b64encode(png).decode("ascii") for png in images.pngs],
             "sampling": sampling_params(settings, self.stop_ids, self.processor.image_token)})
         if "error" in answer:
             raise RuntimeError(f"vLLM: {answer['error']}")
@@ -241,16 +245,8 @@ class VllmCaptioner:
             results.append(GeneratedText(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept))
         return results
 
-    def caption(self, images: list[Image.Image], task: str, settings: GenerationSettings | None = None,
-                prompts: list[str] | None = None) -> list[GeneratedText]:
-        """Caption PIL images in batches of `settings.batch_size`."""
-        settings = settings or GenerationSettings()
-        out: list[GeneratedText] = []
-        for start in range(0, len(images), settings.batch_size):
-            chunk_prompts = prompts[start:start + settings.batch_size] if prompts else None
-            out += self.generate(self.preprocessor(images[start:start + settings.batch_size]), task, settings,
-                                 chunk_prompts)
-        return out
+    # PIL images in batches of settings.batch_size, through self.preprocessor and self.generate
+    caption = Captioner.caption
 
     def close(self) -> None:
         self.worker.close()
