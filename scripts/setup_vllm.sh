@@ -22,13 +22,19 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; the
 fi
 started=$(date +%s)
 echo "setting up $VENV with $MLLM_VLLM_PACKAGE (a few minutes, once)" >&2
+if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+  echo "$VENV exists and is not a virtualenv; not replacing it" >&2
+  exit 1
+fi
 rm -rf "$VENV"
 "${PYTHON:-python3}" -m venv "$VENV"
 PY="$VENV/bin/python"
 "$PY" -m pip install --disable-pip-version-check -q "$MLLM_VLLM_PACKAGE"
 # PyPI's torchaudio and torchcodec are CUDA builds that fail to load beside a CPU torch; vLLM's
 # image models never use them.
-"$PY" -m pip uninstall --disable-pip-version-check -q -y torchaudio torchcodec 2>/dev/null || true
+for package in torchaudio torchcodec; do
+  "$PY" -c "import $package" >/dev/null 2>&1 || "$PY" -m pip uninstall --disable-pip-version-check -q -y "$package"
+done
 # PyPI's torchvision is a CUDA build too: with a CPU torch its C ops do not load and the import
 # fails. vLLM only needs its Python half; declaring the two ops it checks is enough.
 if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
