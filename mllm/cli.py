@@ -1,7 +1,8 @@
 """`mllm <verb>`: one entry point; each verb lives in `mllm.commands.<verb>`.
 
 A verb module defines `add_arguments(parser)` and `run(args)`; its docstring's first line is
-the verb's help. Verb modules are imported lazily so `mllm --help` stays fast.
+the verb's help. Verb modules are imported lazily so `mllm --help` stays fast. A `UsageError`
+(a bad flag, path or record) is printed as one line, `mllm <verb>: error: ...`, with exit code 2.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from mllm.errors import UsageError
 
 VERBS = {
     "train": "train",
@@ -53,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     args = parser.parse_args(argv)
-    return int(_verb_module(verb).run(args) or 0)
+    try:
+        return int(_verb_module(verb).run(args) or 0)
+    except UsageError as error:
+        print(f"mllm {verb}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
