@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
 
 def empty_row(key: str, image: str, original_caption: str | None, error_kind: str | None = None,
               error: str | None = None) -> dict[str, Any]:
-    """A row with no captions yet (model and settings columns are added by the engine)."""
-    return {"key": key, "image": image, "original_caption": original_caption, "error_kind": error_kind,
-            "error": error, "guard": None, **{f"{t}_{c}": None for t in TASKS for c in ("caption", "tokens", "words")}}
+    """A row with no captions yet, columns in schema order (the engine fills in the rest)."""
+    row = dict.fromkeys(SCHEMA.names)
+    row.update(key=key, image=image, original_caption=original_caption, error_kind=error_kind, error=error)
+    return row

@@ -23,7 +23,7 @@ from mllm.export import ExportOptions, export_run
 from mllm.export.card import CardOptions, hub_id, render_card
 from mllm.export.hf import ExportError
 from mllm.export.vllm_check import check_config, check_vllm
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 from mllm.model.checkpoint import load_run_config
 from mllm.train.trainer import train
 
