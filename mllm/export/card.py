@@ -129,7 +129,7 @@ def metadata(exported: Exported, options: CardOptions) -> str:
     meta = {
         "license": options.license,
         "library_name": "transformers",
-        "pipeline_tag": "image-to-text",
+        "pipeline_tag": "image-text-to-text",  # transformers 5: "image-to-text" takes no prompt
         "tags": TAGS + (["custom_code"] if exported.bundled else []),
     }
     bases = base_models(exported.config)

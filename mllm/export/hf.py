@@ -184,6 +184,8 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     check_processor(hf_processor, processor)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    for weights in out_dir.glob("*.safetensors"):  # safetensors writes via a 0600 temporary file
+        weights.chmod((out_dir / "config.json").stat().st_mode & 0o777)  # the mode the umask gives the rest
     hf_processor.save_pretrained(out_dir)
     shutil.copyfile(run_dir / CONFIG_FILE, out_dir / TRAINING_CONFIG_FILE)
     prompts = {task: processor.task_prompt(task) for task in processor.prompts}
