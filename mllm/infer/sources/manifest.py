@@ -75,7 +75,7 @@ class ManifestSource(Reader):
             raise UsageError(f"manifest not found: {path}")
         if path.suffix.lower() not in MANIFEST_SUFFIXES:
             raise UsageError(f"{path}: unsupported manifest type {path.suffix!r} (use .jsonl, .csv or .parquet)")
-        if self.count() == 0:
+        if next(iter(self._rows()), None) is None:
             raise UsageError(f"{path}: the manifest has no rows")
         columns = self._columns()
         if columns is not None and self.image_column not in columns:
@@ -87,10 +87,14 @@ class ManifestSource(Reader):
         return self._cached("listing", self._check)
 
     def count(self) -> int | None:
-        if Path(self.path).suffix.lower() == ".parquet":
+        suffix = Path(self.path).suffix.lower()
+        if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(self.path).metadata.num_rows
+        if suffix in (".jsonl", ".json"):  # one row per non-blank line: no need to parse them
+            with open(self.path, "rb") as lines:
+                return sum(1 for line in lines if line.strip())
         return sum(1 for _ in self._rows())
 
     def _resolve(self, image: str) -> tuple[str, str | None]:
