@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from mllm.errors import UsageError
-from mllm.infer.engine import CaptionEngine, EngineConfig, Work
+from mllm.infer.engine import CaptionEngine, EngineConfig, Tally, Work
 from mllm.infer.job import claim_job, job_record
 from mllm.infer.rows import SCHEMA
 from mllm.infer.sources import ImageSource
@@ -47,23 +46,13 @@ class CaptionFileConfig:
 
 
 @dataclass
-class CaptionSummary:
-    """What one run wrote: rows (of them captioned), rows kept from an earlier run, errors by kind."""
+class CaptionSummary(Tally):
+    """What one run wrote, and the rows it kept from an earlier run."""
 
-    done: int = 0
-    captioned: int = 0
     resumed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    files_not_read: list[str] = field(default_factory=list)
 
-    def format(self) -> str:
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
-        text = (f"{self.done} rows ({self.captioned} captioned) in {self.seconds:.1f}s, {self.resumed} rows kept "
-                f"from an earlier run; errors by kind: {errors}")
-        if self.files_not_read:
-            text += f"; {len(self.files_not_read)} files not read (not images): {', '.join(self.files_not_read[:5])}"
-        return text
+    def details(self) -> list[str]:
+        return [f"{self.resumed} rows kept from an earlier run"]
 
 
 def partial_folder(out: str | Path) -> Path:
@@ -155,7 +144,7 @@ def _run(engine: CaptionEngine, source: ImageSource, journal: Path, config: Capt
         if item.key != key:
             raise UsageError(f"{journal}: row {position} is {key!r} but the input's is {item.key!r}: the input "
                              f"changed; delete {journal.parent} to start over")
-    summary, errors = CaptionSummary(resumed=len(written)), Counter()
+    summary = CaptionSummary(resumed=len(written))
     total = source.count()
     progress = tqdm(total=None if total is None else total - len(written), unit="img", desc="caption",
                     disable=not config.progress, dynamic_ncols=True)
@@ -164,10 +153,8 @@ def _run(engine: CaptionEngine, source: ImageSource, journal: Path, config: Capt
             handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
             handle.flush()
             os.fsync(handle.fileno())
-            errors.update(row["error_kind"] for row in rows if row["error_kind"])
-            summary.done += len(rows)
-            summary.captioned += sum(1 for row in rows if not row["error_kind"])
+            summary.count(rows)
             progress.update(len(rows))
     progress.close()
-    summary.errors, summary.seconds = dict(errors), time.monotonic() - started
+    summary.seconds = time.monotonic() - started
     return summary

@@ -57,6 +57,38 @@ class EngineConfig:
 
 
 @dataclass
+class Tally:
+    """What one run wrote: rows, of them captioned, errors by kind; and a folder's files it did not read."""
+
+    done: int = 0
+    captioned: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    files_not_read: list[str] = field(default_factory=list)
+
+    def count(self, rows: list[dict[str, Any]]) -> None:
+        self.done += len(rows)
+        self.captioned += sum(1 for row in rows if not row["error_kind"])
+        for row in rows:
+            if row["error_kind"]:
+                self.errors[row["error_kind"]] = self.errors.get(row["error_kind"], 0) + 1
+
+    def details(self) -> list[str]:
+        """What a kind of run adds to the summary line."""
+        return []
+
+    def format(self) -> str:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
+        rate = self.done / self.seconds if self.seconds else 0.0
+        parts = [f"done: {self.done} rows ({self.captioned} captioned), {self.seconds:.1f}s, {rate:.2f} img/s",
+                 *self.details(), f"errors by kind: {errors}"]
+        if self.files_not_read:
+            shown = ", ".join(self.files_not_read[:5]) + (" ..." if len(self.files_not_read) > 5 else "")
+            parts.append(f"{len(self.files_not_read)} files not read (not images): {shown}")
+        return "; ".join(parts)
+
+
+@dataclass
 class Work:
     """One input on its way through the engine; `tag` is the caller's (e.g. its output shard)."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mllm.infer.engine import CaptionEngine, EngineConfig, Work
+from mllm.infer.engine import CaptionEngine, EngineConfig, Tally, Work
 from mllm.infer.job import job_record
 from mllm.infer.shards import OutputFolder, ShardClaim, ShardId, WorkerSlot
 from mllm.infer.sources import ImageSource
@@ -44,27 +43,15 @@ class RecaptionConfig:
 
 
 @dataclass
-class RecaptionSummary:
-    """What one run of the job did (this process only): rows written, of them captioned, errors by kind."""
+class RecaptionSummary(Tally):
+    """What one run of the job did (this process only)."""
 
-    done: int = 0
-    captioned: int = 0
     skipped: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
     shards_written: int = 0
-    seconds: float = 0.0
-    files_not_read: list[str] = field(default_factory=list)  # a folder's files that are not images
 
-    def format(self) -> str:
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
-        rate = self.done / self.seconds if self.seconds else 0.0
-        text = (f"done: {self.done} rows ({self.captioned} captioned) in {self.shards_written} shards, "
-                f"{self.seconds:.1f}s, {rate:.2f} img/s; skipped: {self.skipped} rows (finished earlier or "
-                f"owned by other workers); errors by kind: {errors}")
-        if self.files_not_read:
-            shown = ", ".join(self.files_not_read[:5]) + (" ..." if len(self.files_not_read) > 5 else "")
-            text += f"; {len(self.files_not_read)} files not read (not images): {shown}"
-        return text
+    def details(self) -> list[str]:
+        return [f"{self.shards_written} shards written",
+                f"skipped: {self.skipped} rows (finished earlier or owned by other workers)"]
 
 
 @dataclass
@@ -151,17 +138,15 @@ def recaption(captioner, source: ImageSource, config: RecaptionConfig, settings:
                      listing)
     planner = _Planner(source, folder, config, engine.batch_size)
     num_units = len(source.units())
-    summary, errors, started = RecaptionSummary(files_not_read=listing.skipped), Counter(), time.monotonic()
+    summary, started = RecaptionSummary(files_not_read=listing.skipped), time.monotonic()
     progress = tqdm(total=_pending_rows(source, folder, config), unit="img", desc="recaption",
                     disable=not config.progress, dynamic_ncols=True)
     shard_rows: list[dict[str, Any]] = []
     try:
         for works, rows in engine.run(planner):
             shard_rows.extend(rows)
-            errors.update(row["error_kind"] for row in rows if row["error_kind"])
+            summary.count(rows)
             progress.update(len(rows))
-            summary.done += len(rows)
-            summary.captioned += sum(1 for row in rows if not row["error_kind"])
             tag = works[-1].tag
             if tag.last:
                 folder.write_shard(tag.shard, shard_rows, planner.claims.pop(tag.shard),
@@ -172,7 +157,7 @@ def recaption(captioner, source: ImageSource, config: RecaptionConfig, settings:
         planner.release()
         progress.close()
     folder.update_manifest(units=planner.take_unit_rows(), num_units=num_units)
-    summary.skipped, summary.errors = planner.skipped, dict(errors)
+    summary.skipped = planner.skipped
     summary.seconds = time.monotonic() - started
     return summary
 
