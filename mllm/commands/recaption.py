@@ -50,7 +50,8 @@ def run(args) -> int:
     settings = task_settings(model, engine.tasks, generation_overrides(args))
     source = open_source(images=args.images, manifest=args.manifest, dataset=args.dataset,
                          webdataset=args.webdataset, image_column=args.image_column, key_column=args.key_column,
-                         caption_column=args.caption_column, split=args.split, image_root=args.image_root)
+                         caption_column=args.caption_column, split=args.split, image_root=args.image_root,
+                         max_bytes=engine.max_bytes)
     listing = source.listing()
     config = RecaptionConfig(out_dir=args.out, rows_per_shard=args.rows_per_shard,
                              slot=WorkerSlot.from_env(args.shard_index, args.num_shards), num_shards=args.num_shards,

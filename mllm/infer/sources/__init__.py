@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict
 from typing import Any
 
+from mllm.data.images import DEFAULT_MAX_BYTES
 from mllm.errors import UsageError
 from mllm.infer.sources.folder import FolderSource
 from mllm.infer.sources.hf import HFDatasetSource
@@ -36,10 +37,11 @@ ImageSource = FolderSource | ManifestSource | HFDatasetSource | WebDatasetSource
 
 def open_source(*, images: str | None = None, manifest: str | None = None, dataset: str | None = None,
                 webdataset: str | None = None, image_column: str | None = None, key_column: str = "key",
-                caption_column: str | None = None, split: str | None = None,
-                image_root: str | None = None) -> ImageSource:
+                caption_column: str | None = None, split: str | None = None, image_root: str | None = None,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> ImageSource:
     """The source for exactly one of the four input kinds. Local paths are made absolute, so the
-    job record (and the report's thumbnails) stay valid from any working directory."""
+    job record (and the report's thumbnails) stay valid from any working directory. `max_bytes`
+    caps what a webdataset reader takes from one tar member (files on disk are capped when decoded)."""
     given = {k: v for k, v in dict(images=images, manifest=manifest, dataset=dataset, webdataset=webdataset).items()
              if v}
     if len(given) != 1:
@@ -53,7 +55,7 @@ def open_source(*, images: str | None = None, manifest: str | None = None, datas
     if kind == "dataset":
         return HFDatasetSource(os.path.abspath(location), split=split, image_column=image_column,
                                key_column=key_column, caption_column=caption_column)
-    return WebDatasetSource(os.path.abspath(location))
+    return WebDatasetSource(os.path.abspath(location), max_member_bytes=max_bytes)
 
 
 def describe_source(source: ImageSource) -> dict[str, Any]:
