@@ -66,6 +66,8 @@ def test_user_errors_are_one_line_with_exit_2_before_the_model_loads(tmp_path, r
     _fails(capsys, ["caption", *model, "--images", str(images), "--out", str(tmp_path / "c.txt")], "unsupported")
     _fails(capsys, ["caption", *model, "--images", str(images / "a.png"), "--out", str(tmp_path / "c.jsonl")],
            "a.png", "not a folder or a .jsonl")
+    _fails(capsys, ["caption", *model, "--images", str(tmp_path / "gone"), "--out", str(tmp_path / "c.jsonl")],
+           "--images", "gone", "no such folder or file")
     _fails(capsys, ["recaption", *model, "--images", str(images), "--out", str(out), "--tasks", "long"], "--tasks")
     (tmp_path / "empty.jsonl").write_text("")
     _fails(capsys, ["recaption", *model, "--manifest", str(tmp_path / "empty.jsonl"), "--out", str(out)],

@@ -36,6 +36,8 @@ def run(args) -> int:
     engine = engine_config(args, default_tasks="detailed")
     settings = task_settings(model, engine.tasks, generation_overrides(args))
     images = Path(args.images)
+    if not images.exists():
+        raise UsageError(f"--images {images}: no such folder or file")
     if images.is_file() and images.suffix.lower() not in MANIFEST_SUFFIXES:
         raise UsageError(f"--images {images}: not a folder or a .jsonl / .csv / .parquet manifest")
     source = open_source(**{"images" if images.is_dir() else "manifest": str(images)})

@@ -37,7 +37,7 @@ class FolderSource(Reader):
         if not root.exists():
             raise UsageError(f"image folder not found: {root}")
         if not root.is_dir():
-            raise UsageError(f"{root} is not a folder (a JSONL / CSV / Parquet list of images is a manifest)")
+            raise UsageError(f"{root} is not a folder; a list of images (JSONL / CSV / Parquet) is read with --manifest")
         suffixes = image_extensions()
         files, links = [], []
         for folder, dirs, names in os.walk(root):
