@@ -13,18 +13,19 @@ import logging
 import time
 from pathlib import Path
 
-from mllm.config import load_config
-from mllm.data.records import read_records
-from mllm.bench.scenes import generate_scenes, scene_preset
 from mllm.bench.evaluation import evaluate_files
-from mllm.infer.caption_files import caption_images
-from mllm.infer.generate import Captioner
-from mllm.infer.sources import SourceItem
+from mllm.bench.report import write_quickstart_report
+from mllm.bench.scenes import generate_scenes, scene_preset
+from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.config import load_config
+from mllm.infer.backends.hf import Captioner
+from mllm.infer.caption import CaptionFileConfig, caption_file
+from mllm.infer.engine import EngineConfig
+from mllm.infer.settings import task_settings
+from mllm.infer.sources import ManifestSource
 from mllm.model.build import build_captioner
 from mllm.precision import resolve_dtype
-from mllm.run_folder import TRAIN_LOG_FILE, WEIGHTS_FILE, load_run_config
-from mllm.bench.report import write_quickstart_report
-from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.run_folder import TRAIN_LOG_FILE, WEIGHTS_FILE
 from mllm.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,8 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
             train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]))
         runs[stage] = folder
 
-    records, _ = read_records(scenes / "test.jsonl")
-    items = [SourceItem(r.key, r.image, r.original_caption, ref=str(r.image)) for r in records]
-    generation = load_run_config(runs["sft"]).generation
+    test = ManifestSource(str(scenes / "test.jsonl"))
+    settings = task_settings(runs["sft"], tuple(TASK_FIELDS))
     untrained = build_captioner(load_config(config, common + ["train.stage=sft"]), out / "untrained",
                                 dtype=resolve_dtype("auto", "cpu").dtype, training=False)
     captioners = {"trained": lambda: Captioner.load(runs["sft"]),
@@ -73,10 +73,11 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
         for task in ("detailed", "short"):
             path = out / "captions" / f"{name}_{task}.jsonl"
             if not path.exists():
-                _step(f"captioning {len(items)} test scenes ({name}, {task})", started)
-                caption_images(captioner, items, task, generation[task], path)
+                _step(f"captioning {test.count()} test scenes ({name}, {task})", started)
+                caption_file(captioner, test, CaptionFileConfig(str(path), EngineConfig(tasks=(task,)),
+                                                                progress=False), settings)
             scores.setdefault(name, {})[task] = evaluate_files(
-                path, scenes / "test_truth.jsonl", field="caption", reference_field=TASK_FIELDS[task],
+                path, scenes / "test_truth.jsonl", field=f"{task}_caption", reference_field=TASK_FIELDS[task],
                 out_dir=out / "eval" / f"{name}_{task}")
     report = write_quickstart_report(out, scores, probe, runs, seconds=time.monotonic() - started)
     _step(f"done: report at {report}", started)

@@ -3,7 +3,7 @@
     mllm eval --captions captions.jsonl --truth scenes/test_truth.jsonl --out eval/
 
 `--captions` is JSONL or Parquet (a file, or a folder of shards) with `key` and the caption
-column (`caption` from `mllm caption`; `detailed_caption` / `short_caption` from `mllm recaption`).
+column (`detailed_caption` / `short_caption`, as `mllm caption` and `mllm recaption` write them).
 References for the n-gram metrics default to `<split>.jsonl` beside the truth file.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 def add_arguments(parser) -> None:
     parser.add_argument("--captions", required=True, help="captions file (JSONL / Parquet) or folder of Parquet shards")
     parser.add_argument("--truth", required=True, help="<split>_truth.jsonl from `mllm scenes`")
-    parser.add_argument("--field", default="caption", help="caption column to score")
+    parser.add_argument("--field", default="detailed_caption", help="caption column to score")
     parser.add_argument("--references", help="records file with reference captions (default: beside --truth)")
     parser.add_argument("--reference-field", default="caption",
                         help="reference column: caption (detailed task) or short_caption (short task)")

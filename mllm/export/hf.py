@@ -23,7 +23,7 @@ from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaP
 from mllm.config import Config, GenerationSettings
 from mllm.data.processor import CaptionProcessor
 from mllm.model.build import load_captioner
-from mllm.run_folder import CONFIG_FILE, load_run_config
+from mllm.run_folder import CONFIG_FILE, give_default_mode, load_run_config
 from mllm.model.recipes import unwrap
 
 STOCK_CONNECTORS = ("mlp2x_gelu",)
@@ -184,6 +184,8 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     check_processor(hf_processor, processor)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    for weights in out_dir.glob("*.safetensors"):
+        give_default_mode(weights)
     hf_processor.save_pretrained(out_dir)
     shutil.copyfile(run_dir / CONFIG_FILE, out_dir / TRAINING_CONFIG_FILE)
     prompts = {task: processor.task_prompt(task) for task in processor.prompts}

@@ -136,7 +136,7 @@ def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
 def _validation(cfg: Config, built: Built, scorer: Scorer | None) -> CaptionValidation | None:
     if not (cfg.train.validation_steps and cfg.data.eval):
         return None
-    from mllm.infer.generate import Captioner
+    from mllm.infer.backends.hf import Captioner
 
     records, _ = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root, cfg.train.validation_samples)
 

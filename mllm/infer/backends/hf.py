@@ -1,4 +1,4 @@
-"""Batched captioning with transformers' `generate`: left padding, greedy / beam / sampling.
+"""The `hf` backend: batched captioning with transformers' `generate`, left padding, greedy / beam / sampling.
 
 Greedy batched output equals one-at-a-time output: prompts are left-padded with an attention
 mask, so every row sees the same tokens at the same positions it would see alone.
@@ -6,7 +6,6 @@ mask, so every row sees the same tokens at the same positions it would see alone
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -115,6 +114,3 @@ class Captioner:
         return out
 
 
-def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:
-    """A copy of `settings` with the non-None overrides applied (CLI flags)."""
-    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
