@@ -137,6 +137,18 @@ class VideoFile:
         """
         targets = sorted({min(max(float(t), 0.0), self.info.duration) for t in timestamps})
         chosen: dict[float, Frame] = {}
+        try:
+            problem = self._collect(targets, chosen)
+        except (av.error.FFmpegError, OSError, ValueError) as error:  # e.g. a frame that will not convert
+            problem = f"decoding failed ({type(error).__name__}: {error})"
+        if not chosen:
+            raise VideoDecodeError(self.name, f"no frame could be decoded ({problem})")
+        return DecodedFrames([chosen[t] for t in sorted(chosen)], problem)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _collect(self, targets: list[float], chosen: dict[float, Frame]) -> str | None:
+        """Decode the frame shown at each sorted target into `chosen`; the reason if it stopped early."""
         frames: Iterator[av.VideoFrame] = iter(())
         before = after = None  # the last frame at or before the target, and the next one decoded
         problem = None
@@ -155,16 +167,11 @@ class VideoFile:
                     break
             pick = before if before is not None else after
             if pick is None:
-                problem = problem or f"no frame from {target:.3f}s on"
-            else:
-                chosen.setdefault(self._time(pick), self._to_frame(pick))
+                return problem or f"no frame from {target:.3f}s on"
+            chosen.setdefault(self._time(pick), self._to_frame(pick))
             if problem:
-                break
-        if not chosen:
-            raise VideoDecodeError(self.name, f"no frame could be decoded ({problem})")
-        return DecodedFrames([chosen[t] for t in sorted(chosen)], problem)
-
-    # -- internals --------------------------------------------------------------------------
+                return problem
+        return None
 
     def _checked_input(self, source, max_bytes: int) -> bytes | str:
         """The bytes, or the path of a regular file within the size limit."""
@@ -256,7 +263,7 @@ class VideoFile:
 
     def _to_frame(self, frame: av.VideoFrame) -> Frame:
         if any(component.is_alpha for component in frame.format.components):
-            rgba = Image.fromarray(frame.to_ndarray(format="rgba"), mode="RGBA")
+            rgba = Image.fromarray(frame.to_ndarray(format="rgba"))
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
         else:
             image = frame.to_image()

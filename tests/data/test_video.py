@@ -199,3 +199,22 @@ def test_scene_sampling_under_a_frame_cap_thins_each_shot_then_keeps_the_longest
     assert two_each == pytest.approx([0.25, 0.75, 2.0, 4.0, 5.25, 5.75, 7.0, 9.0, 10.125, 10.375])
     longest = plan(0.0, 10.5, FrameSamplingConfig(sampler="scenes", frames_per_shot=3, max_frames=2), shots)
     assert longest == pytest.approx([3.0, 8.0])
+
+
+def test_transparent_gif_frames_are_composited_on_white():
+    import io
+
+    from PIL import Image
+
+    frames = []
+    for i in range(3):  # a red block moving right on a transparent background
+        frame = Image.new("RGBA", (24, 16), (0, 0, 0, 0))
+        frame.paste((255, 0, 0, 255), (8 * i, 0, 8 * i + 8, 16))
+        frames.append(frame)
+    data = io.BytesIO()
+    frames[0].save(data, format="GIF", save_all=True, append_images=frames[1:], duration=100, disposal=2)
+    clip = load_clip(data.getvalue(), FrameSamplingConfig(sampler="fps", fps=10))
+    assert clip.timestamps == pytest.approx([0.0, 0.1, 0.2])
+    for i, frame in enumerate(clip.frames):
+        assert frame.image.getpixel((8 * i + 4, 8)) == (255, 0, 0)
+        assert frame.image.getpixel((8 * ((i + 1) % 3) + 4, 8)) == (255, 255, 255)
