@@ -18,6 +18,7 @@ VERBS = {
     "train": "train",
     "caption": "caption",
     "check-data": "check_data",
+    "convert-data": "convert_data",
     "scenes": "scenes",
     "eval": "eval",
     "quickstart": "quickstart",
