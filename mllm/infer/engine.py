@@ -196,6 +196,12 @@ class CaptionEngine:
         for batch in loader:
             yield batch.works, self.caption_batch(batch)
 
+    def caption_items(self, items: list[SourceItem]) -> list[dict[str, Any]]:
+        """Output rows for `items`, in order, in batches of `batch_size`."""
+        size = self.batch_size
+        return [row for _, rows in self.run([[Work(None, item) for item in items[i:i + size]]
+                                            for i in range(0, len(items), size)]) for row in rows]
+
     def caption_batch(self, batch: _Batch) -> list[dict[str, Any]]:
         """One output row per work of a decoded batch."""
         rows = [{**empty_row(w.item.key, w.item.ref, w.item.original_caption, kind, error), **self.constant}
