@@ -68,7 +68,7 @@ def engine_config(args, default_tasks: str):
 
 def run_folder(path: str) -> Path:
     """`--model`: a finished `mllm train` run folder, checked before anything is loaded."""
-    from mllm.model.build import CONFIG_FILE, WEIGHTS_FILE
+    from mllm.run_folder import CONFIG_FILE, WEIGHTS_FILE
 
     folder = Path(path)
     if not folder.exists():
