@@ -1,7 +1,8 @@
 """`mllm <verb>`: one entry point; each verb lives in `mllm.commands.<verb>`.
 
 A verb module defines `add_arguments(parser)` and `run(args)`; its docstring's first line is
-the verb's help. Verb modules are imported lazily so `mllm --help` stays fast.
+the verb's help. Verb modules are imported lazily so `mllm --help` stays fast. A `UsageError`
+(a bad flag, path or record) is printed as one line, `mllm <verb>: error: ...`, with exit code 2.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import importlib
 import logging
 import sys
 
+from mllm.errors import UsageError
+
 VERBS = {
     "train": "train",
     "caption": "caption",
     "check-data": "check_data",
+    "convert-data": "convert_data",
     "scenes": "scenes",
     "eval": "eval",
     "quickstart": "quickstart",
@@ -57,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     # Warnings from every library; mllm's own notes too (such as the precision it chose, and why).
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mllm").setLevel(logging.INFO)
-    return int(_verb_module(verb).run(args) or 0)
+    try:
+        return int(_verb_module(verb).run(args) or 0)
+    except UsageError as error:
+        print(f"mllm {verb}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -168,13 +168,14 @@ def save_run(built, cfg: Config, folder: str | Path, state_dict: dict | None = N
     weights = folder / WEIGHTS_FILE
     save_file(persisted_state(built.model, built.persist, state_dict), str(weights),
               metadata={"format": "pt", "producer": "mllm"})
-    _as_umask_allows(weights)
+    give_default_mode(weights)
     built.processor.save_pretrained(folder)
     return folder
 
 
-def _as_umask_allows(path: Path) -> None:
-    """safetensors creates files 0600; give them the mode every other file gets (0644 under umask 022)."""
+def give_default_mode(path: Path) -> None:
+    """safetensors writes through a 0600 temporary file; give its file the mode every other file
+    gets (0644 under umask 022), so a shared folder or another user can read the weights."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)

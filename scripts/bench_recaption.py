@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from mllm.config import GenerationSettings
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
+from mllm.infer.engine import EngineConfig
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.shards import OutputFolder
 from mllm.infer.sources import FolderSource
@@ -73,8 +74,8 @@ def main() -> None:
     out = work / "out"
     start = time.perf_counter()
     recaption(captioner, FolderSource(str(work)), RecaptionConfig(
-        out_dir=str(out), tasks=("detailed",), batch_size=args.batch_size, num_workers=args.num_workers,
-        rows_per_shard=len(paths), progress=False), {"detailed": settings})
+        out_dir=str(out), rows_per_shard=len(paths), progress=False,
+        engine=EngineConfig(tasks=("detailed",), num_workers=args.num_workers)), {"detailed": settings})
     times["mllm recaption"] = time.perf_counter() - start
     rows = sorted(OutputFolder(out).read_table().to_pylist(), key=lambda r: r["key"])
     results["mllm recaption"] = [r["detailed_caption"] for r in rows]

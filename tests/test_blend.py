@@ -10,7 +10,7 @@ import pytest
 
 from mllm.blend import BlendConfig, write_blend
 from mllm.cli import main
-from mllm.infer.shards import SCHEMA
+from mllm.infer.rows import SCHEMA
 
 
 def _recaption_rows(n: int, broken: int = 0, no_detailed: int = 0) -> list[dict]:

@@ -23,6 +23,8 @@ from mllm.bench.fidelity import CATEGORIES, fidelity_scores  # noqa: E402
 from mllm.bench.metrics import caption_metrics, length_stats, opener_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
+REFERENCE_FIELDS = {"detailed": "caption", "short": "short_caption"}
+"""The truth / records column holding each task's reference caption."""
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -46,11 +48,11 @@ def read_field(path: str | Path, field: str) -> dict[str, str | None]:
 
 
 def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
-                   references: dict[str, str] | None = None, reference_field: str = "caption") -> dict:
-    """Scores of `captions` (by key; None = empty) for the scenes in `truth` (by key).
+                   references: dict[str, str] | None = None, task: str = "detailed") -> dict:
+    """Scores of `captions` (by key; None = empty) of `task` for the scenes in `truth` (by key).
 
     Only keys present in both are scored. References for the n-gram metrics default to each
-    truth record's `reference_field`. Returns {"n", "categories", "support", "metrics",
+    truth record's reference for the task. Returns {"n", "categories", "support", "metrics",
     "length", "openers"} (see `mllm.bench.fidelity` for the categories).
     """
     keys = sorted(k for k in captions if k in truth)
@@ -59,13 +61,14 @@ def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
         log.warning("%d captioned keys are not in the truth and are ignored", unknown)
     if not keys:
         raise ValueError("no captioned key is in the truth records")
+    reference_field = REFERENCE_FIELDS[task]
     if references is None:
         references = {k: truth[k].get(reference_field) for k in keys}
     missing = [k for k in keys if not references.get(k)]
     if missing:
         raise ValueError(f"no reference '{reference_field}' for {len(missing)} keys, e.g. {missing[:3]}")
     texts = [captions[k] for k in keys]
-    fidelity = fidelity_scores({k: captions[k] for k in keys}, {k: truth[k] for k in keys})
+    fidelity = fidelity_scores({k: captions[k] for k in keys}, {k: truth[k] for k in keys}, task=task)
     return {
         "n": len(keys),
         **fidelity,
@@ -77,18 +80,18 @@ def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
 
 def evaluate_files(captions_path: str | Path, truth_path: str | Path, field: str = "caption",
                    out_dir: str | Path | None = None, references_path: str | Path | None = None,
-                   reference_field: str = "caption") -> dict:
-    """Score the `field` column of a captions file (JSONL / Parquet, with `key`) against
-    `<split>_truth.jsonl`; references come from `<split>.jsonl` beside it unless given.
+                   task: str = "detailed") -> dict:
+    """Score the `field` column of a captions file (JSONL / Parquet, with `key`) as `task` captions
+    against `<split>_truth.jsonl`; references come from `<split>.jsonl` beside it unless given.
     Writes eval.json, eval.md and categories.png into `out_dir` when given."""
     truth = load_truth(truth_path)
     captions = read_field(captions_path, field)
     if references_path is None:
         references_path = default_references(truth_path)
-    references = read_field(references_path, reference_field)
-    result = score_captions(captions, truth, references, reference_field)
+    references = read_field(references_path, REFERENCE_FIELDS[task])
+    result = score_captions(captions, truth, references, task)
     result["inputs"] = {"captions": str(captions_path), "field": field, "truth": str(truth_path),
-                        "references": str(references_path), "reference_field": reference_field}
+                        "references": str(references_path), "task": task}
     if out_dir is not None:
         write_report(result, out_dir)
     return result

@@ -330,8 +330,22 @@ def _add_overlap(tally: Tally, said: set, true: set) -> None:
     tally.add(len(said & true), len(said | true))
 
 
-def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict]) -> dict:
-    """Per-category scores of `captions` (by key) against truth records (by key).
+def main_subject_facts(truth: dict) -> SceneFacts:
+    """What a short caption (SSC) must state: the main subject's kind, count and words only."""
+    main = truth["objects"][truth["main_subject"]]
+    kind = (main["colour"], main["shape"])
+    objects = [o for o in truth["objects"] if (o["colour"], o["shape"]) == kind]
+    return truth_facts({**truth, "objects": objects, "relations": [],
+                        "texts": [o["text"] for o in objects if o["text"]][:1]})
+
+
+SHORT_TASK_SKIPS = ("position", "relation")
+"""Categories a short caption is not asked for."""
+
+
+def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict], task: str = "detailed") -> dict:
+    """Per-category scores of `captions` (by key) against truth records (by key). The `short` task
+    is scored against the main subject only, without position and relation.
 
     Keys without a caption count as empty captions. Returns {"categories": {name: float | None},
     "support": {name: total facts scored}}; a category is None when the truth never has it or
@@ -339,8 +353,9 @@ def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict]) ->
     """
     tallies = {name: Tally() for name in CATEGORIES}
     in_truth = {name: 0 for name in CATEGORIES}
+    facts_of = main_subject_facts if task == "short" else truth_facts
     for key, truth in truths.items():
-        true_facts = truth_facts(truth)
+        true_facts = facts_of(truth)
         for name, tally in score_scene(parse_caption(captions.get(key)), true_facts).items():
             tallies[name].add(tally.hits, tally.total)
         n_objects = len(true_facts.objects)
@@ -348,6 +363,9 @@ def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict]) ->
             in_truth[name] += n_objects
         in_truth["relation"] += len(true_facts.relations)
         in_truth["text"] += len(true_facts.texts)
+    if task == "short":
+        for name in SHORT_TASK_SKIPS:
+            in_truth[name] = 0
     categories = {
         name: (t.hits / t.total if t.total and in_truth[name] else None) for name, t in tallies.items()
     }

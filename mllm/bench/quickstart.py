@@ -13,26 +13,38 @@ import logging
 import time
 from pathlib import Path
 
-from mllm.config import load_config
-from mllm.data.records import read_records
-from mllm.bench.scenes import generate_scenes, scene_preset
 from mllm.bench.evaluation import evaluate_files
-from mllm.infer.caption_files import caption_images
-from mllm.infer.generate import Captioner
-from mllm.infer.sources import SourceItem
+from mllm.bench.fidelity import fidelity_scores
+from mllm.bench.report import write_quickstart_report
+from mllm.bench.scenes import generate_scenes, load_truth, scene_preset
+from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.config import load_config
+from mllm.infer.backends.hf import Captioner
+from mllm.infer.caption import CaptionFileConfig, caption_file
+from mllm.infer.engine import EngineConfig
+from mllm.infer.settings import task_settings
+from mllm.infer.sources import ManifestSource
 from mllm.model.build import build_captioner
 from mllm.precision import resolve_dtype
-from mllm.run_folder import TRAIN_LOG_FILE, WEIGHTS_FILE, load_run_config
-from mllm.bench.report import write_quickstart_report
-from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
+from mllm.run_folder import TRAIN_LOG_FILE, WEIGHTS_FILE
 from mllm.train.trainer import train
 
 log = logging.getLogger(__name__)
-TASK_FIELDS = {"detailed": "caption", "short": "short_caption"}
+TASKS = ("detailed", "short")
 
 
 def _step(name: str, started: float) -> None:
     print(f"[quickstart {time.monotonic() - started:6.0f}s] {name}", flush=True)
+
+
+def validation_scorer(truth_path: Path):
+    """The fidelity categories of validation captions, for the training-time validation plots."""
+    truths = load_truth(truth_path)
+
+    def score(task: str, captions: dict[str, str]) -> dict[str, float | None]:
+        return fidelity_scores(captions, {k: truths[k] for k in captions}, task=task)["categories"]
+
+    return score
 
 
 def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstart", seed: int = 0,
@@ -51,18 +63,19 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
     probe = probe_tower(tower, scenes)
     _step(f"tower linear-probe accuracy: {json.dumps({k: round(v, 3) for k, v in probe.items()})}", started)
 
-    common = [f"model.vision.name_or_path={tower}", f"data.train={scenes / 'train.jsonl'}", *(overrides or [])]
+    common = [f"model.vision.name_or_path={tower}", f"data.train={scenes / 'train.jsonl'}",
+              f"data.eval={scenes / 'val.jsonl'}", *(overrides or [])]
     runs = {}
     for stage, extra in (("align", []), ("sft", [f"model.init_from={out / 'align'}"])):
         folder = out / stage
         if not (folder / WEIGHTS_FILE).exists() or not (folder / TRAIN_LOG_FILE).exists():
             _step(f"training stage {stage}", started)
-            train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]))
+            train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]),
+                  scorer=validation_scorer(scenes / "val_truth.jsonl"))
         runs[stage] = folder
 
-    records, _ = read_records(scenes / "test.jsonl")
-    items = [SourceItem(r.key, r.image, r.original_caption, ref=str(r.image)) for r in records]
-    generation = load_run_config(runs["sft"]).generation
+    test = ManifestSource(str(scenes / "test.jsonl"))
+    settings = task_settings(runs["sft"], TASKS)
     untrained = build_captioner(load_config(config, common + ["train.stage=sft"]), out / "untrained",
                                 dtype=resolve_dtype("auto", "cpu").dtype, training=False)
     captioners = {"trained": lambda: Captioner.load(runs["sft"]),
@@ -70,13 +83,14 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
     scores: dict[str, dict[str, dict]] = {}
     for name, make in captioners.items():
         captioner = make()
-        for task in ("detailed", "short"):
+        for task in TASKS:
             path = out / "captions" / f"{name}_{task}.jsonl"
             if not path.exists():
-                _step(f"captioning {len(items)} test scenes ({name}, {task})", started)
-                caption_images(captioner, items, task, generation[task], path)
+                _step(f"captioning {test.count()} test scenes ({name}, {task})", started)
+                caption_file(captioner, test, CaptionFileConfig(str(path), EngineConfig(tasks=(task,)),
+                                                                progress=False), settings)
             scores.setdefault(name, {})[task] = evaluate_files(
-                path, scenes / "test_truth.jsonl", field="caption", reference_field=TASK_FIELDS[task],
+                path, scenes / "test_truth.jsonl", field=f"{task}_caption", task=task,
                 out_dir=out / "eval" / f"{name}_{task}")
     report = write_quickstart_report(out, scores, probe, runs, seconds=time.monotonic() - started)
     _step(f"done: report at {report}", started)

@@ -90,6 +90,9 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
         "Final training loss: " + ", ".join(f"{s} {_loss_points(r)[-1][1]:.3f}" for s, r in runs.items()
                                             if _loss_points(r)), "",
         "![loss](loss.png)", "", "![detailed](categories_detailed.png)", "", "![short](categories_short.png)", "",
+        *[line for stage, run in runs.items() if (run / "validation.png").is_file()
+          for line in (f"Validation captions during `{stage}` (fidelity per category over steps):", "",
+                       f"![{stage} validation]({run.name}/validation.png)", "")],
         "Captions: `captions/`; per-run evaluation details: `eval/`; trained model: `sft/` "
         "(`mllm caption --model sft ...`, `mllm export --model sft ...`).",
     ]

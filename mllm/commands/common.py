@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mllm.config import Config, GenerationSettings, load_config
+from mllm.errors import UsageError
 
 
 def add_config_arguments(parser) -> None:
@@ -26,23 +29,53 @@ def add_generation_arguments(parser) -> None:
     g.add_argument("--repetition-penalty", type=float)
 
 
-def add_engine_argument(parser) -> None:
-    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
-                        help="hf: transformers generate (default); vllm: vLLM in .venv-vllm (scripts/setup_vllm.sh), "
-                             "on the run's stock LLaVA export")
-
-
-def load_engine(args, device: str | None, settings: list):
-    """The captioner `--engine` asks for; `settings` (GenerationSettings) are checked before it loads."""
-    if args.engine == "vllm":
-        from mllm.infer.backends.vllm import VllmCaptioner
-
-        return VllmCaptioner.load(args.model, device=device, settings=settings)
-    from mllm.infer.generate import Captioner
-
-    return Captioner.load(args.model, device=device)
-
-
 def generation_overrides(args) -> dict:
     names = [f.name for f in GenerationSettings.__dataclass_fields__.values()]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def add_engine_arguments(parser) -> None:
+    """The captioning engine's flags, shared by `mllm caption` and `mllm recaption`."""
+    from mllm.infer.backends import BACKENDS
+
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", default="hf", choices=sorted(BACKENDS), help="generation backend (default: hf)")
+    g.add_argument("--tasks", default=None, help="comma-separated: short, detailed")
+    g.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
+    g.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default 64M; 0 = off)")
+    g.add_argument("--max-file-mb", type=float, help="files larger than this are error rows (default 256; 0 = off)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if a GPU is there)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_generation_arguments(parser)
+
+
+def engine_config(args, default_tasks: str):
+    """The EngineConfig the flags ask for (tasks checked by name)."""
+    from mllm.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+    from mllm.infer.engine import EngineConfig
+    from mllm.infer.rows import TASKS
+
+    tasks = tuple(t.strip() for t in (args.tasks or default_tasks).split(",") if t.strip())
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise UsageError(f"--tasks {args.tasks!r}: each task must be one of {list(TASKS)}")
+    if args.num_workers < 0:
+        raise UsageError(f"--num-workers {args.num_workers} must be >= 0")
+    max_bytes = DEFAULT_MAX_BYTES if args.max_file_mb is None else int(args.max_file_mb * 2**20)
+    return EngineConfig(tasks=tasks, backend=args.engine, num_workers=args.num_workers, max_bytes=max_bytes,
+                        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
+
+
+def run_folder(path: str) -> Path:
+    """`--model`: a finished `mllm train` run folder, checked before anything is loaded."""
+    from mllm.run_folder import CONFIG_FILE, WEIGHTS_FILE
+
+    folder = Path(path)
+    if not folder.exists():
+        raise UsageError(f"--model {path}: no such folder")
+    if not folder.is_dir():
+        raise UsageError(f"--model {path}: not a folder (a run folder from `mllm train`)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise UsageError(f"--model {path}: not an mllm run folder (no {name}; did training finish?)")
+    return folder

@@ -4,13 +4,15 @@
     mllm recaption --model runs/tiny --webdataset 'shards/*.tar' --out recap/
     mllm recaption ... --num-shards 4 --shard-index 0      # one of 4 machines; or run under torchrun
 
-Rerunning the same command resumes: finished shards are kept, the rest is redone.
-Per-task decoding defaults to the model's saved `generation:` settings; flags override them.
+Rerunning the same command resumes: finished shards are kept, the rest is redone. A rerun on input
+that changed (files added, removed or modified) is refused. Per-task decoding defaults to the
+model's saved `generation:` settings; flags override them. The input, the model folder and the
+output folder are checked before anything is written or loaded.
 """
 
 from __future__ import annotations
 
-from mllm.commands.common import add_engine_argument, add_generation_arguments, generation_overrides, load_engine
+from mllm.commands.common import add_engine_arguments, engine_config, generation_overrides, run_folder
 
 
 def add_arguments(parser) -> None:
@@ -23,39 +25,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-column", help="manifest / dataset image column (default: image / the Image column)")
     parser.add_argument("--key-column", default="key", help="manifest / dataset key column")
     parser.add_argument("--caption-column", help="original-caption column (default: caption, original_caption, text)")
-    parser.add_argument("--split", default="train", help="dataset split")
+    parser.add_argument("--image-root", help="manifest: relative paths resolve here, and paths outside it are refused")
+    parser.add_argument("--split", help="dataset split (required when the dataset has several)")
     parser.add_argument("--out", required=True, help="output folder (shards/, job.json, manifest.json)")
-    parser.add_argument("--tasks", default="short,detailed", help="comma-separated: short, detailed")
     parser.add_argument("--rows-per-shard", type=int, default=1000)
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--num-shards", type=int, default=1, help="split the work into N parts ...")
     parser.add_argument("--shard-index", type=int, default=0, help="... and do part i (0-based)")
-    parser.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default 64M; 0 = off)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if a GPU is there)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_engine_argument(parser)
-    add_generation_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def run(args) -> int:
-    from mllm.data.images import DEFAULT_MAX_PIXELS
-    from mllm.infer.recaption import RecaptionConfig, default_device, recaption, task_settings
-    from mllm.infer.shards import WorkerSlot
+    from mllm.errors import UsageError
+    from mllm.infer.backends import backend_class
+    from mllm.run_folder import weights_revision
+    from mllm.infer.recaption import RecaptionConfig, default_device, recaption, recaption_job
+    from mllm.infer.settings import task_settings
+    from mllm.infer.shards import OutputFolder, WorkerSlot
     from mllm.infer.sources import open_source
 
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    model = run_folder(args.model)
+    engine = engine_config(args, default_tasks="short,detailed")
+    if args.rows_per_shard < 1:
+        raise UsageError(f"--rows-per-shard {args.rows_per_shard} must be >= 1")
+    settings = task_settings(model, engine.tasks, generation_overrides(args))
     source = open_source(images=args.images, manifest=args.manifest, dataset=args.dataset,
-                         webdataset=args.webdataset, image_column=args.image_column,
-                         key_column=args.key_column, caption_column=args.caption_column, split=args.split)
-    settings = task_settings(args.model, tasks, generation_overrides(args))
-    config = RecaptionConfig(
-        out_dir=args.out, tasks=tasks, rows_per_shard=args.rows_per_shard,
-        batch_size=args.batch_size or settings[tasks[0]].batch_size, num_workers=args.num_workers,
-        slot=WorkerSlot.from_env(args.shard_index, args.num_shards),
-        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
-        progress=not args.no_progress,
-    )
-    captioner = load_engine(args, args.device or default_device(), list(settings.values()))
+                         webdataset=args.webdataset, image_column=args.image_column, key_column=args.key_column,
+                         caption_column=args.caption_column, split=args.split, image_root=args.image_root,
+                         max_bytes=engine.max_bytes)
+    listing = source.listing()
+    config = RecaptionConfig(out_dir=args.out, rows_per_shard=args.rows_per_shard,
+                             slot=WorkerSlot.from_env(args.shard_index, args.num_shards), num_shards=args.num_shards,
+                             engine=engine, progress=not args.no_progress)
+    OutputFolder(args.out).check_job(
+        recaption_job(source, config, model.resolve().name, weights_revision(model), settings), listing)
+    backend = backend_class(args.engine)
+    backend.check_settings(settings.values())
+    captioner = backend.load(model, device=args.device or default_device())
     summary = recaption(captioner, source, config, settings)
     print(f"{args.out}: {summary.format()}")
     return 0

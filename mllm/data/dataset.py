@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 from torch.utils.data import Dataset
 
@@ -19,6 +20,7 @@ class CaptionDataset(Dataset):
     Text problems (no supervised tokens, prompt longer than `max_length`) are found up front and
     the record is skipped into `skipped`. An image that fails to decode is logged by path,
     counted in `decode_failures` and replaced by the next sample, so one bad file never stops a run.
+    The count lives in shared memory, so failures met in DataLoader worker processes are counted too.
     """
 
     def __init__(self, records: list[CaptionRecord], processor: CaptionProcessor, tasks: list[str],
@@ -40,7 +42,12 @@ class CaptionDataset(Dataset):
                     continue
                 self.items.append((record, task, prompt))
                 self.lengths.append(len(encoded.input_ids))
-        self.decode_failures = 0
+        self._decode_failures = multiprocessing.Value("q", 0)
+
+    @property
+    def decode_failures(self) -> int:
+        """Images that failed to decode so far, in this process and its DataLoader workers."""
+        return self._decode_failures.value
 
     def __len__(self) -> int:
         return len(self.items)
@@ -54,8 +61,10 @@ class CaptionDataset(Dataset):
                 image = load_image(record.image, name=record.key if isinstance(record.image, bytes) else None)
                 break
             except ImageDecodeError as err:
-                self.decode_failures += 1
-                if self.decode_failures <= 5:
+                with self._decode_failures.get_lock():
+                    self._decode_failures.value += 1
+                    failures = self._decode_failures.value
+                if failures <= 5:
                     log.warning("skipping unreadable image: %s", err)
         else:
             raise RuntimeError("no image in the dataset could be decoded; see the warnings above")

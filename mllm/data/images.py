@@ -2,15 +2,21 @@
 
 Handles what real scraped data contains: corrupt, truncated, empty and non-image files (errors),
 CMYK, 16-bit, palette and alpha images (converted; alpha is composited on white), EXIF
-orientation (applied), and decompression bombs (rejected from the header, before any pixel
-buffer is allocated). Never changes Pillow's global settings.
+orientation (applied), decompression bombs (rejected from the header, before any pixel buffer is
+allocated), and paths that are not plain files: only regular files are read (a link to a FIFO or
+to /dev/zero is an error, not a hang), and no file larger than `max_bytes` is read. `max_pixels`
+alone decides the pixel limit: Pillow's own `MAX_IMAGE_PIXELS` is lifted for the call when
+`max_pixels` allows more (under a lock, restored after), and is otherwise left as it is.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
+import threading
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,8 @@ from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Images with more pixels than this (e.g. 8000x8000) are rejected as decompression bombs."""
+DEFAULT_MAX_BYTES = 256 * 2**20
+"""Files larger than this are not read (an image that size is a scan or a mistake)."""
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WHITE = (255, 255, 255)
@@ -37,19 +45,20 @@ def load_image(
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Image.Image:
     """Decode `source` (a path or the encoded bytes) to an RGB image.
 
     `name` labels the image in error messages (defaults to the path). `max_pixels` <= 0 disables
-    the decompression-bomb guard. Raises `ImageDecodeError` for anything that is not a readable
-    image.
+    the decompression-bomb guard (Pillow's included); `max_bytes` <= 0 disables the file-size cap.
+    Raises `ImageDecodeError` for anything that is not a readable image.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<bytes>")
-    data = _read_bytes(source, label)
+    data = _read_bytes(source, label, max_bytes)
     if not data:
         raise ImageDecodeError(label, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with _pillow_pixel_limit(max_pixels), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
@@ -73,15 +82,60 @@ def load_image(
         raise ImageDecodeError(label, f"corrupt or truncated image ({type(error).__name__}: {error})") from error
 
 
-def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _pillow_pixel_limit(max_pixels: int):
+    """Pillow's bomb check at `max_pixels` for this call when Pillow's own limit would refuse less."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or (0 < max_pixels <= current):
+        return nullcontext()
+    return _lifted_limit(None if max_pixels <= 0 else max_pixels)
+
+
+@contextmanager
+def _lifted_limit(limit: int | None):
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"file too large ({size} bytes > max_bytes {max_bytes})"
+
+
+def _read_bytes(source: str | Path | bytes, label: str, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if 0 < max_bytes < len(source):
+            raise ImageDecodeError(label, _too_large(len(source), max_bytes))
         return bytes(source)
     if not isinstance(source, (str, Path, os.PathLike)):
         raise ImageDecodeError(label, f"unsupported source type {type(source).__name__}")
-    try:
-        return Path(source).read_bytes()
-    except OSError as error:
-        raise ImageDecodeError(label, f"cannot read file ({error.strerror or error})") from error
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ImageDecodeError(label, f"cannot read file ({reason})") from error
+    info, problem = os.fstat(fd), None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
+        problem = f"cannot read file (not a regular file: {kind})"
+    elif 0 < max_bytes < info.st_size:
+        problem = _too_large(info.st_size, max_bytes)
+    if problem:
+        os.close(fd)
+        raise ImageDecodeError(label, problem)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(max_bytes + 1 if max_bytes > 0 else -1)
+        except OSError as error:
+            raise ImageDecodeError(label, f"cannot read file ({error.strerror or error})") from error
+    if 0 < max_bytes < len(data):  # it grew while we read it
+        raise ImageDecodeError(label, _too_large(len(data), max_bytes))
+    return data
 
 
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "hf")
+FORMATS = ("auto", "jsonl", "json", "llava", "csv", "parquet", "hf")
+"""`auto` detects by suffix (a folder is `hf`) and reads LLaVA rows in JSON files too; `llava` is a
+JSON list of LLaVA conversation records only."""
 
 
 @dataclass
@@ -71,7 +73,7 @@ def read_table_rows(path: Path, fmt: str) -> list[dict]:
                     except json.JSONDecodeError as err:
                         raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
         return rows
-    if fmt == "json":
+    if fmt in ("json", "llava"):
         data = json.loads(path.read_text())
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records")
@@ -118,6 +120,13 @@ def detect_format(path: Path) -> str:
     return {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
 
 
+def _text(value) -> str:
+    """A caption cell as text: None and NaN (pandas' and JSON's missing value) are empty."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
 def _from_llava(row: dict) -> dict:
     turns = row.get("conversations") or []
     question = next((t.get("value", "") for t in turns if t.get("from") in ("human", "user")), "")
@@ -138,13 +147,21 @@ def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | N
     for index, row in enumerate(read_table_rows(path, fmt)):
         if limit is not None and len(records) >= limit:
             break
+        if not isinstance(row, dict):
+            skipped.add("not a record", f"{path.name}#{index}")
+            continue
         if "conversations" in row:
             row = _from_llava(row)
+        elif fmt == "llava":
+            skipped.add("not a LLaVA record (no conversations)", f"{path.name}#{index}")
+            continue
         image = row.get("image") or row.get("image_path") or row.get("path")
-        key = str(row.get("key") or row.get("id") or (Path(image).stem if isinstance(image, str) else index))
+        image = image if isinstance(image, (str, bytes)) else None
+        key = (_text(row.get("key")) or _text(row.get("id"))
+               or (Path(image).stem if isinstance(image, str) else str(index)))
         name = f"{path.name}#{index} ({image if isinstance(image, str) else key})"
-        caption = (row.get("caption") or "").strip()
-        short = (row.get("short_caption") or "").strip()
+        caption = _text(row.get("caption"))
+        short = _text(row.get("short_caption"))
         if not caption and not short:
             skipped.add("empty caption", name)
             continue
@@ -158,6 +175,6 @@ def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | N
                 continue
             image = str(image_path)
         records.append(CaptionRecord(key=key, image=image, caption=caption, short_caption=short,
-                                     original_caption=(row.get("original_caption") or "").strip(),
-                                     prompt=row.get("prompt")))
+                                     original_caption=_text(row.get("original_caption")),
+                                     prompt=_text(row.get("prompt")) or None))
     return records, skipped

@@ -17,6 +17,8 @@ import yaml
 
 from mllm.config import Config
 from mllm.export.hf import Exported
+from mllm.model.recipes import RECIPES
+from mllm.run_folder import TRAIN_LOG_FILE
 
 CARD_FILE = "README.md"
 REPORT_CANDIDATES = ("eval/eval.json", "report/eval.json", "eval.json")
@@ -91,18 +93,19 @@ def training_summary(cfg: Config, run_dir: Path) -> list[tuple[str, str]]:
         ("connector", m.connector.type + (f" ({m.connector.num_queries} queries)" if m.connector.type == "qformer" else "")),
         ("stage", t.stage),
         ("LLM tuning", m.tuning.recipe + (f" (r={m.tuning.lora_r}, alpha={m.tuning.lora_alpha})"
-                                           if m.tuning.recipe in ("lora", "qlora") else "")),
+                                           if RECIPES[m.tuning.recipe].lora else "")),
         ("tower layers trained", {0: "none (frozen)", -1: "all"}.get(m.vision.trainable_layers,
                                                                       str(m.vision.trainable_layers))),
         ("data", Path(d.train).name if d.train else "?"),
         ("tasks", ", ".join(d.tasks)),
         ("batch size x accumulation", f"{t.batch_size} x {t.grad_accum}"),
         ("learning rate / schedule", f"{t.lr:g} / {t.scheduler}"),
-        ("precision", t.precision),
     ]
-    log = run_dir / "train_log.json"
-    if log.is_file():
-        history = json.loads(log.read_text()).get("log_history", [])
+    log = run_dir / TRAIN_LOG_FILE
+    trained = json.loads(log.read_text()) if log.is_file() else {}
+    rows.append(("precision", trained.get("precision", t.precision)))
+    if trained:
+        history = trained.get("log_history", [])
         final = next((e for e in reversed(history) if "train_loss" in e), None)
         if final:
             rows.append(("steps / final mean loss", f"{final.get('step', '?')} / {final['train_loss']:.4f}"))
@@ -129,7 +132,7 @@ def metadata(exported: Exported, options: CardOptions) -> str:
     meta = {
         "license": options.license,
         "library_name": "transformers",
-        "pipeline_tag": "image-to-text",
+        "pipeline_tag": "image-text-to-text",  # transformers 5: "image-to-text" takes no prompt
         "tags": TAGS + (["custom_code"] if exported.bundled else []),
     }
     bases = base_models(exported.config)

@@ -29,7 +29,7 @@ from mllm.data.processor import CaptionProcessor
 from mllm.export.chat_template import message_forms, multimodal_chat_template
 from mllm.model.build import load_captioner
 from mllm.model.recipes import dequantize_base, llm_recipe, unwrap
-from mllm.run_folder import CONFIG_FILE, load_run_config
+from mllm.run_folder import CONFIG_FILE, give_default_mode, load_run_config
 
 STOCK_CONNECTORS = ("mlp2x_gelu",)
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -225,6 +225,8 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     out_dir.mkdir(parents=True, exist_ok=True)
     hub_layout(model)
     model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    for weights in out_dir.glob("*.safetensors"):
+        give_default_mode(weights)
     hf_processor.save_pretrained(out_dir)
     shutil.copyfile(run_dir / CONFIG_FILE, out_dir / TRAINING_CONFIG_FILE)
     prompts = {task: processor.task_prompt(task) for task in processor.prompts}

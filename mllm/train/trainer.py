@@ -136,15 +136,20 @@ def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
 def _validation(cfg: Config, built: Built, scorer: Scorer | None) -> CaptionValidation | None:
     if not (cfg.train.validation_steps and cfg.data.eval):
         return None
-    from mllm.infer.generate import Captioner
+    from mllm.infer.backends.hf import Captioner
+    from mllm.infer.engine import CaptionEngine, EngineConfig
+    from mllm.infer.sources import SourceItem
 
     records, _ = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root, cfg.train.validation_samples)
+    tasks = tuple(cfg.data.tasks)
+    items = [SourceItem(r.key, r.image, None, ref=r.key) for r in records]
 
-    def caption(images, task):
-        captioner = Captioner(built.model, built.processor)
-        return [g.text for g in captioner.caption(images, task, cfg.generation[task])]
+    def caption(_records) -> dict[str, list[str | None]]:
+        engine = CaptionEngine(Captioner(built.model, built.processor), cfg.generation, EngineConfig(tasks, num_workers=0))
+        rows = engine.caption_items(items)
+        return {task: [row[f"{task}_caption"] for row in rows] for task in tasks}
 
-    return CaptionValidation(records, cfg.data.tasks, caption, cfg.train.validation_steps, cfg.train.output_dir, scorer)
+    return CaptionValidation(records, caption, cfg.train.validation_steps, cfg.train.output_dir, scorer)
 
 
 def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 Every `train.validation_steps` steps, the model being trained captions the first
 `train.validation_samples` records of `data.eval` (each training task, the run's generation
-settings). Their figures (mean words per task, plus whatever a `scorer` returns, e.g. the
+settings, through the captioning engine: loop guard and length fitting, as users get). Their figures (mean words per task, plus whatever a `scorer` returns, e.g. the
 benchmark's per-category fidelity) go into the Trainer's log history as `val_<task>_<name>`, the
 captions into `validation/step-N.jsonl`, and the curves into `validation.png`.
 """
@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from mllm.data.images import ImageDecodeError, load_image  # noqa: E402
 from mllm.data.records import CaptionRecord  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -32,26 +31,20 @@ PREFIX = "val_"
 
 
 class CaptionValidation(TrainerCallback):
-    """Captions held-out records every `every` steps with `caption(images, task) -> texts`."""
+    """Every `every` steps, `caption(records) -> {task: [caption per record]}` and score the captions."""
 
-    def __init__(self, records: list[CaptionRecord], tasks: list[str], caption, every: int, out_dir: str | Path,
+    def __init__(self, records: list[CaptionRecord], caption, every: int, out_dir: str | Path,
                  scorer: Scorer | None = None):
-        self.tasks, self.caption, self.every, self.scorer = tasks, caption, every, scorer
+        self.records, self.caption, self.every, self.scorer = records, caption, every, scorer
         self.out_dir = Path(out_dir)
-        self.keys, self.images = [], []
-        for record in records:
-            try:
-                self.images.append(load_image(record.image, name=record.key))
-                self.keys.append(record.key)
-            except ImageDecodeError as err:
-                log.warning("validation: skipping %s", err)
 
     def validate(self, step: int) -> dict[str, float]:
         """Caption, score and record one validation point; returns the logged figures."""
-        figures, rows = {}, {key: {"key": key} for key in self.keys}
-        for task in self.tasks:
-            texts = self.caption(self.images, task)
-            captions = dict(zip(self.keys, texts))
+        keys = [r.key for r in self.records]
+        figures, rows = {}, {key: {"key": key} for key in keys}
+        for task, texts in self.caption(self.records).items():
+            texts = [t or "" for t in texts]
+            captions = dict(zip(keys, texts))
             for key, text in captions.items():
                 rows[key][task] = text
             figures[f"{PREFIX}{task}_mean_words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)

@@ -145,3 +145,19 @@ def test_generator_dsc_scores_one_on_every_applicable_category(preset):
     expected_absent = {"text"} if preset == "quickstart" else set()
     assert {n for n, v in result.items() if v is None} == expected_absent
     assert all(v == 1.0 for v in result.values() if v is not None), result
+
+
+def test_the_short_task_is_scored_against_the_main_subject_only():
+    truth = {**TRUTH, "main_subject": 1}  # the green sign
+
+    def short(caption):
+        return fidelity_scores({"k": caption}, {"k": truth}, task="short")["categories"]
+
+    assert short('A green sign reading "CAT".') == {
+        "object_recall": 1.0, "object_precision": 1.0, "colour_binding": 1.0, "position": None,
+        "relation": None, "count": 1.0, "text": 1.0}
+    assert short("A red sign.")["colour_binding"] == 0.0
+    assert short('A green sign reading "CAT" and a red circle.')["object_precision"] == pytest.approx(1 / 2)
+    assert short("A blue square.")["object_recall"] == 0.0
+    # the same caption as a detailed one misses most of the scene
+    assert scores('A green sign reading "CAT".')["object_recall"] == pytest.approx(1 / 4)

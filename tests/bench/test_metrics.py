@@ -110,7 +110,8 @@ def test_missing_caption_column_names_the_file(scenes, tmp_path):
 
 def test_eval_command_prints_the_table(scenes, tmp_path, capsys):
     assert main(["eval", "--captions", str(scenes / "test.jsonl"), "--truth", str(scenes / "test_truth.jsonl"),
-                 "--field", "short_caption", "--reference-field", "short_caption", "--out", str(tmp_path)]) == 0
+                 "--field", "short_caption", "--task", "short", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "| object_precision | 1.000 |" in printed and "| relation | n/a |" in printed
+    assert "| object_recall | 1.000 |" in printed and "| object_precision | 1.000 |" in printed
+    assert "| relation | n/a |" in printed and "| position | n/a |" in printed
     assert (tmp_path / "eval.md").read_text() in printed

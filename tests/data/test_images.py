@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,57 @@ def test_truncated_images_stay_errors_and_global_setting_is_untouched():
         with pytest.raises(ImageDecodeError):
             load_image(data)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def _load_in_thread(path, **options):
+    """load_image in a daemon thread: (finished within 10 s, the exception it raised)."""
+    outcome = {}
+
+    def target():
+        try:
+            load_image(path, **options)
+        except Exception as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(10)
+    return not thread.is_alive(), outcome.get("error")
+
+
+def test_only_regular_files_are_read_a_fifo_or_device_is_an_error_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "fifo", tmp_path / "to_fifo.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    for name in ("to_fifo.jpg", "zero.jpg"):
+        finished, error = _load_in_thread(tmp_path / name)
+        assert finished, f"{name}: load_image hung"
+        assert isinstance(error, ImageDecodeError) and "not a regular file" in str(error) and name in str(error)
+    os.symlink(tmp_path / "red.png", tmp_path / "link.png")  # a link to a regular file is fine
+    (tmp_path / "red.png").write_bytes(GOOD["good_red.png"][0])
+    assert load_image(tmp_path / "link.png").getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_a_path_with_a_nul_byte_is_a_decode_error():
+    with pytest.raises(ImageDecodeError, match="cannot read file"):
+        load_image("photos/a\x00b.jpg")
+
+
+def test_files_over_max_bytes_are_not_read(tmp_path):
+    data = GOOD["good_red.png"][0]
+    (tmp_path / "red.png").write_bytes(data)
+    for source in (tmp_path / "red.png", data):
+        with pytest.raises(ImageDecodeError, match="too large"):
+            load_image(source, name="red.png", max_bytes=len(data) - 1)
+        assert load_image(source, max_bytes=len(data)).size == (16, 16)
+        assert load_image(source, max_bytes=0).size == (16, 16)  # 0 = no cap
+
+
+def test_max_pixels_alone_decides_pillows_own_limit_does_not_refuse(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # 9 Mpx is over 2x this: Pillow raises
+    big = zoo.encode(Image.new("1", (3000, 3000)))
+    assert load_image(big, max_pixels=0).size == (3000, 3000)
+    assert load_image(big, max_pixels=10_000_000).size == (3000, 3000)
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(big, max_pixels=5_000_000)
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000  # restored

@@ -25,7 +25,7 @@ from mllm.export.card import CardOptions, hub_id, render_card
 from mllm.data.processor import CaptionProcessor
 from mllm.export.hf import ExportError, chat_template
 from mllm.export.vllm_check import check_config, check_vllm, check_weights, weight_names
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 from mllm.run_folder import load_run_config
 from mllm.train.trainer import train
 
@@ -203,7 +203,7 @@ def test_card_metadata_usage_and_report(workspace, tmp_path):
                           ExportOptions(CardOptions("me/cap", "apache-2.0", ["me/scenes"], report_dir / "eval.json")))
     card = (exported.folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
-    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-to-text"
+    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-text-to-text"
     assert meta["datasets"] == ["me/scenes"] and "recaptioning" in meta["tags"]
     assert "| fidelity.colour | 0.875 |" in card and "| n | 8 |" in card
     assert (exported.folder / "figures" / "fidelity.png").is_file() and "(figures/fidelity.png)" in card

@@ -13,7 +13,7 @@ from conftest import COLOURS
 from PIL import Image, ImageDraw
 
 from mllm.export import export_run
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 from mllm.run_folder import load_run_config
 
 pytestmark = pytest.mark.slow

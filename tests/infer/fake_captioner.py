@@ -1,4 +1,4 @@
-"""A deterministic stand-in for `mllm.infer.generate.Captioner`: captions name an image's mean colour."""
+"""A deterministic stand-in for `mllm.infer.backends.hf.Captioner`: captions name an image's mean colour."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import json
 from fake_captioner import FakeCaptioner
 
 from mllm.config import GenerationSettings
+from mllm.infer.engine import EngineConfig
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.shards import WorkerSlot
 from mllm.infer.sources import FolderSource
@@ -31,8 +32,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=1)
     args = parser.parse_args()
     slot = WorkerSlot.from_env(args.shard_index, args.num_shards)
-    config = RecaptionConfig(args.out, rows_per_shard=args.rows_per_shard, batch_size=2,
-                             num_workers=args.num_workers, slot=slot, progress=False)
+    config = RecaptionConfig(args.out, rows_per_shard=args.rows_per_shard, slot=slot, num_shards=args.num_shards,
+                             engine=EngineConfig(batch_size=2, num_workers=args.num_workers), progress=False)
     settings = {"short": GenerationSettings(max_new_tokens=16), "detailed": GenerationSettings(max_new_tokens=64)}
     summary = recaption(FakeCaptioner(sleep=args.sleep), FolderSource(args.images), config, settings)
     print(json.dumps({"slot": [slot.index, slot.count], **dataclasses.asdict(summary)}), flush=True)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from mllm.config import GenerationSettings
 from mllm.data.records import read_records
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 
 
 def test_batched_greedy_equals_one_at_a_time(overfit_run):

@@ -8,7 +8,7 @@ from fake_captioner import FakeCaptioner
 
 from mllm.config import GenerationSettings
 from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, retry_settings, word_count
-from mllm.infer.recaption import _generate_guarded
+from mllm.infer.engine import CaptionEngine, EngineConfig
 
 CLEAN = "A red kite flies over a beach. Two people watch it from the sand, and a dog runs by the water."
 
@@ -78,7 +78,9 @@ def test_token_limit_drops_the_unfinished_tail_but_keeps_a_finished_sentence():
 def _guarded(looping, settings, guard=LoopGuard()):
     pixels = torch.zeros(2, 3, 8, 8)
     pixels[1, 0] = 1.0  # row 0 black, row 1 red
-    return _generate_guarded(FakeCaptioner(looping=looping), pixels, "detailed", settings, guard)
+    engine = CaptionEngine(FakeCaptioner(looping=looping), {"detailed": settings},
+                           EngineConfig(tasks=("detailed",), loop_guard=guard))
+    return engine._generate_guarded(pixels, "detailed")
 
 
 def test_a_loop_that_a_penalty_fixes_is_retried_and_recorded_as_retry():

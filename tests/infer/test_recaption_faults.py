@@ -123,7 +123,7 @@ def test_a_different_job_in_the_same_folder_is_refused(tmp_path):
     _finish(_start(tmp_path / "images", out, "--rows-per-shard", "2", "--sleep", "0", "--num-workers", "0"))
     process = _start(tmp_path / "images", out, "--rows-per-shard", "3", "--sleep", "0", "--num-workers", "0")
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0 and "different recaption job" in stderr and "rows_per_shard" in stderr
+    assert process.returncode != 0 and "holds a different job" in stderr and "rows_per_shard" in stderr
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -135,6 +135,7 @@ def test_worker_slot_combines_shard_flags_and_ranks(env, expected):
     slot = WorkerSlot.from_env(0, 1, env=env)
     assert (slot.index, slot.count) == expected
     both = WorkerSlot.from_env(1, 2, env={"RANK": "1", "WORLD_SIZE": "2"})
-    assert (both.index, both.count) == (3, 4) and [s for s in range(12) if both.owns(s)] == [3, 7, 11]
+    assert (both.index, both.count) == (3, 4) and [c for c in range(12) if both.owns((0, c))] == [3, 7, 11]
+    assert [u for u in range(8) if both.owns((u, 2))] == [1, 5]  # a webdataset tar's shards rotate too
     with pytest.raises(ValueError, match="shard-index"):
         WorkerSlot.from_env(2, 2, env={})

@@ -10,6 +10,7 @@ from fake_captioner import FakeCaptioner
 from image_zoo import build_image_zoo
 
 from mllm.config import GenerationSettings
+from mllm.infer.engine import EngineConfig
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.shards import OutputFolder
 from mllm.infer.sources import FolderSource
@@ -46,8 +47,8 @@ def _check_zoo_rows(rows: dict[str, dict], good: dict[str, str], bad: dict[str, 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_zoo_with_the_fake_captioner(zoo, tmp_path, num_workers):
     folder, good, bad = zoo
-    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=4, batch_size=3, num_workers=num_workers,
-                             progress=False)
+    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=4, progress=False,
+                             engine=EngineConfig(batch_size=3, num_workers=num_workers))
     summary = recaption(FakeCaptioner(), FolderSource(str(folder)), config, SETTINGS)
     assert (summary.done, summary.captioned, summary.errors) == (len(good) + len(bad), len(good), {"decode": len(bad)})
     rows = _rows(tmp_path / "out")
@@ -65,7 +66,8 @@ def test_zoo_with_the_fake_captioner(zoo, tmp_path, num_workers):
 
 def test_a_failing_generation_is_an_error_row_and_the_batch_survives(zoo, tmp_path):
     folder, good, bad = zoo
-    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=100, batch_size=8, num_workers=0, progress=False)
+    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=100, progress=False,
+                             engine=EngineConfig(batch_size=8, num_workers=0))
     summary = recaption(FakeCaptioner(fail_colour="white"), FolderSource(str(folder)), config, SETTINGS)
     rows = _rows(tmp_path / "out")
     white = {k for k, c in good.items() if c == "white"}
@@ -78,7 +80,7 @@ def test_a_failing_generation_is_an_error_row_and_the_batch_survives(zoo, tmp_pa
 
 def test_a_rerun_of_a_finished_job_skips_everything(zoo, tmp_path):
     folder, good, bad = zoo
-    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=5, num_workers=0, progress=False)
+    config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=5, engine=EngineConfig(num_workers=0), progress=False)
     recaption(FakeCaptioner(), FolderSource(str(folder)), config, SETTINGS)
     captioner = FakeCaptioner()
     again = recaption(captioner, FolderSource(str(folder)), config, SETTINGS)

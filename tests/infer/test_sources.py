@@ -17,7 +17,9 @@ from image_zoo import encode
 from PIL import Image
 
 from mllm.config import GenerationSettings
+from mllm.errors import UsageError
 from mllm.data.images import load_image
+from mllm.infer.engine import EngineConfig
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.shards import OutputFolder
 from mllm.infer.sources import (FolderSource, HFDatasetSource, ManifestSource, WebDatasetSource, describe_source,
@@ -53,7 +55,8 @@ def test_folder_keys_sidecar_captions_and_clashing_stems(tmp_path):
     assert [i.key for i in items] == ["k0", "k1", "k1.png", "k2", "sub/k1"]
     assert items[0].original_caption == "a red thing" and items[3].original_caption is None
     assert _colour(items[4]) == COLOURS["k1"] and FolderSource(str(root)).count() == 5
-    with pytest.raises(FileNotFoundError, match="missing"):
+    assert FolderSource(str(root)).listing().skipped == ["notes.md"]  # k0.txt is k0's sidecar, not skipped
+    with pytest.raises(UsageError, match="image folder not found: .*missing"):
         list(FolderSource(str(tmp_path / "missing")))
 
 
@@ -146,7 +149,7 @@ def test_webdataset_shards_in_img2dataset_layout(tmp_path):
     for shard, n in (("00000", 2), ("00001", 2)):
         (tmp_path / f"{shard}_stats.json").write_text(json.dumps({"successes": n}))
     assert source.count() == 4
-    with pytest.raises(FileNotFoundError, match="no webdataset shards"):
+    with pytest.raises(UsageError, match="no webdataset shards"):
         list(WebDatasetSource(str(tmp_path / "none-*.tar")))
 
 
@@ -183,7 +186,8 @@ def test_every_source_kind_runs_through_recaption(tmp_path):
                WebDatasetSource(str(tmp_path / "*.tar"))]
     settings = {"short": GenerationSettings(max_new_tokens=20)}
     for n, source in enumerate(sources):
-        config = RecaptionConfig(str(tmp_path / f"out{n}"), tasks=("short",), rows_per_shard=2, num_workers=0,
+        config = RecaptionConfig(str(tmp_path / f"out{n}"), rows_per_shard=2,
+                                 engine=EngineConfig(tasks=("short",), num_workers=0),
                                  progress=False)
         summary = recaption(FakeCaptioner(), source, config, settings)
         rows = OutputFolder(config.out_dir).read_table().to_pylist()

@@ -15,7 +15,7 @@ from PIL import Image
 from mllm.cli import main
 from mllm.config import GenerationSettings, save_config
 from mllm.infer.backends.vllm import VllmCaptioner, VllmEngineError, VllmWorkerDied, sampling_params
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 from mllm.run_folder import weights_revision
 from mllm.infer.recaption import RecaptionConfig, recaption, task_settings
 from mllm.infer.shards import TASKS, OutputFolder

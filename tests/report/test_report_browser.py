@@ -18,6 +18,7 @@ from image_zoo import build_image_zoo  # noqa: E402
 
 from mllm.cli import main  # noqa: E402
 from mllm.config import GenerationSettings  # noqa: E402
+from mllm.infer.engine import EngineConfig  # noqa: E402
 from mllm.infer.recaption import RecaptionConfig, recaption  # noqa: E402
 from mllm.infer.sources import FolderSource  # noqa: E402
 
@@ -40,7 +41,8 @@ def report(tmp_path) -> tuple[Path, dict, dict]:
     (images / "good_red.txt").write_text("<b>alt</b> text & more")
     settings = {"short": GenerationSettings(max_new_tokens=16), "detailed": GenerationSettings(max_new_tokens=64)}
     recaption(FakeCaptioner(looping="retry"), FolderSource(str(images)),
-              RecaptionConfig(str(tmp_path / "recap"), rows_per_shard=5, num_workers=0, progress=False), settings)
+              RecaptionConfig(str(tmp_path / "recap"), rows_per_shard=5, engine=EngineConfig(num_workers=0),
+                              progress=False), settings)
     out = tmp_path / "site" / "report.html"
     assert main(["report", str(tmp_path / "recap"), "--out", str(out)]) == 0
     return out, good, bad

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from mllm.data.records import read_records
-from mllm.infer.generate import Captioner
+from mllm.infer.backends.hf import Captioner
 from mllm.model.build import build_captioner, load_captioner
 from mllm.run_folder import WEIGHTS_FILE, save_run
 from mllm.train.trainer import train

@@ -15,18 +15,18 @@ from conftest import tiny_config, write_colour_dataset
 
 def test_the_callback_logs_what_the_scorer_says_about_the_captions(tmp_path, colour_data):
     records, _ = read_records(colour_data)
-    said = {"detailed": ["A red square.", "Two words", "", "one"], "short": ["Red."] * 4}
+    said = {"detailed": ["A red square.", "Two words", None, "one"], "short": ["Red."] * 4}
     seen = []
 
-    def caption(images, task):
-        assert len(images) == 4
-        return said[task]
+    def caption(given):
+        assert given == records[:4]
+        return said
 
     def scorer(task, captions):
         seen.append((task, captions))
         return {"object_recall": 0.25 if task == "detailed" else 1.0, "relation": None}
 
-    callback = CaptionValidation(records[:4], ["detailed", "short"], caption, every=5, out_dir=tmp_path, scorer=scorer)
+    callback = CaptionValidation(records[:4], caption, every=5, out_dir=tmp_path, scorer=scorer)
     state = SimpleNamespace(global_step=5, is_world_process_zero=True, log_history=[{"step": 5, "loss": 1.0}])
     model = torch.nn.Linear(1, 1)
     callback.on_step_end(None, state, None, model=model)
@@ -34,7 +34,7 @@ def test_the_callback_logs_what_the_scorer_says_about_the_captions(tmp_path, col
     row = state.log_history[-1]
     assert row == {"step": 5, "val_detailed_mean_words": 1.5, "val_detailed_object_recall": 0.25,
                    "val_short_mean_words": 1.0, "val_short_object_recall": 1.0}
-    assert seen[0] == ("detailed", dict(zip([r.key for r in records[:4]], said["detailed"])))
+    assert seen[0] == ("detailed", dict(zip([r.key for r in records[:4]], ["A red square.", "Two words", "", "one"])))
     lines = (tmp_path / "validation" / "step-5.jsonl").read_text().splitlines()
     assert json.loads(lines[1]) == {"key": records[1].key, "detailed": "Two words", "short": "Red."}
     assert (tmp_path / "validation.png").stat().st_size > 0

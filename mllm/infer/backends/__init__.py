@@ -1,1 +1,39 @@
-"""Captioning backends: how a batch of images becomes captions (`vllm`: vLLM in its own virtualenv)."""
+"""Captioning backends: the registry the engine and the commands load a captioner from.
+
+    captioner = load_backend("hf", "runs/sft", device="cuda:0")
+
+An entry names its class by module path, so importing the registry imports neither transformers'
+generation code nor vLLM. A backend class has `check_settings(settings)` (raises `UsageError` before anything loads) and
+`load(model_dir, device=None)`, and on the instance:
+`preprocessor` (picklable: PIL images -> a batch, a tensor or a list with one entry per image),
+`generate(batch, task, settings, prompts=None)` -> one `GeneratedText(text, token_ids)` per row,
+`processor`, `model_id` and `model_revision`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from mllm.errors import UsageError
+
+BACKENDS = {
+    "hf": "mllm.infer.backends.hf:Captioner",
+    "vllm": "mllm.infer.backends.vllm:VllmCaptioner",
+}
+
+
+def backend_class(name: str):
+    """The class registered as `name`; a backend that cannot be imported here is a usage error."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown engine {name!r}; known: {sorted(BACKENDS)}")
+    module, _, attribute = BACKENDS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ImportError as error:
+        raise UsageError(f"engine {name!r} is not available here ({error})") from error
+
+
+def load_backend(name: str, model_dir: str | Path, device: str | None = None):
+    """A loaded captioner of backend `name` for the run folder `model_dir`."""
+    return backend_class(name).load(model_dir, device=device)

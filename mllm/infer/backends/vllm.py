@@ -1,6 +1,6 @@
 """The vLLM engine: offline `vllm.LLM` on the run's stock LLaVA export, in vLLM's own virtualenv.
 
-    captioner = VllmCaptioner.load("runs/quickstart")           # duck-types mllm.infer.generate.Captioner
+    captioner = VllmCaptioner.load("runs/quickstart")           # duck-types mllm.infer.backends.hf.Captioner
     recaption(captioner, source, config, settings)                # the recaption job, unchanged
 
 vLLM pins its own torch and transformers, so it runs in `.venv-vllm` (`scripts/setup_vllm.sh`)
@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from mllm.errors import UsageError
 from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
-from mllm.infer.generate import Captioner, GeneratedText
+from mllm.infer.backends.hf import Captioner, GeneratedText
 from mllm.model.sources import atomic_folder, cache_dir
 from mllm.precision import announce, resolve_dtype
 from mllm.run_folder import load_run_config, weights_revision
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[3]
 LOG_LINES = 40  # worker log lines shown when vLLM fails
 
 
-class VllmEngineError(ValueError):
+class VllmEngineError(UsageError):
     """vLLM cannot run this model or these settings (the message says why and what to do instead)."""
 
 
@@ -207,12 +208,16 @@ class VllmCaptioner:
         return self._prompt_ids[prompt]
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto", settings=(),
-             engine_args: dict | None = None, cache: Path | None = None) -> "VllmCaptioner":
-        """Export `model_dir` (a run folder) if needed and start vLLM on it, computing in `dtype` as
-        the HF engine would (auto: from the device, `mllm.precision`); `settings` are checked first."""
+    def check_settings(cls, settings) -> None:
+        """Refuse decoding settings vLLM cannot honour, before anything loads."""
         for task_settings in settings:
             sampling_params(task_settings, [], "")
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto",
+             engine_args: dict | None = None, cache: Path | None = None) -> "VllmCaptioner":
+        """Export `model_dir` (a run folder) if needed and start vLLM on it, computing in `dtype` as
+        the HF engine would (auto: from the device, `mllm.precision`)."""
         python = worker_python()
         revision = weights_revision(model_dir)
         folder, adapter = export_for_vllm(model_dir, revision, cache)

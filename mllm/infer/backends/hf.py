@@ -1,4 +1,4 @@
-"""Batched captioning with transformers' `generate`: left padding, greedy / beam / sampling.
+"""The `hf` backend: batched captioning with transformers' `generate`, left padding, greedy / beam / sampling.
 
 Greedy batched output equals one-at-a-time output: prompts are left-padded with an attention
 mask, so every row sees the same tokens at the same positions it would see alone.
@@ -6,7 +6,6 @@ mask, so every row sees the same tokens at the same positions it would see alone
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,6 +46,10 @@ class Captioner:
         self.model_revision = model_revision
         self.preprocessor: Callable[[list[Image.Image]], torch.Tensor] = ImagePreprocessor(processor.image_processor)
         self.stop_ids = processor.stop_token_ids()
+
+    @classmethod
+    def check_settings(cls, settings) -> None:
+        """Every decoding setting works here (the vLLM backend refuses some before loading)."""
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto") -> "Captioner":
@@ -115,6 +118,3 @@ class Captioner:
         return out
 
 
-def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:
-    """A copy of `settings` with the non-None overrides applied (CLI flags)."""
-    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
