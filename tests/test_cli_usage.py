@@ -91,7 +91,8 @@ def _two_split_dataset(folder: Path) -> Path:
 
 
 def test_a_failed_command_does_not_lock_the_output_folder(tmp_path, run_folder, monkeypatch, capsys):
-    from mllm.infer.backends.hf import Captioner, weights_revision
+    from mllm.infer.backends.hf import Captioner
+    from mllm.run_folder import weights_revision
 
     dataset = _two_split_dataset(tmp_path / "ds")
     capsys.readouterr()  # the save's progress bars
@@ -111,3 +112,4 @@ def test_a_failed_command_does_not_lock_the_output_folder(tmp_path, run_folder, 
     assert main(argv + ["--split", "validation"]) == 0, capsys.readouterr().err
     assert "2 captioned" in capsys.readouterr().out
     _fails(capsys, argv + ["--split", "train"], "holds a different job", "source")  # now it is this job's folder
+    _fails(capsys, argv + ["--split", "validation", "--engine", "vllm"], "holds a different job", "backend")
