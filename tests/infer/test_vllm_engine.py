@@ -17,8 +17,11 @@ from mllm.config import GenerationSettings, save_config
 from mllm.infer.backends.vllm import VllmCaptioner, VllmEngineError, VllmWorkerDied, sampling_params
 from mllm.infer.backends.hf import Captioner
 from mllm.run_folder import weights_revision
-from mllm.infer.recaption import RecaptionConfig, recaption, task_settings
-from mllm.infer.shards import TASKS, OutputFolder
+from mllm.infer.engine import EngineConfig
+from mllm.infer.recaption import RecaptionConfig, recaption
+from mllm.infer.rows import TASKS
+from mllm.infer.settings import task_settings
+from mllm.infer.shards import OutputFolder
 from mllm.infer.sources import FolderSource
 
 AGREEMENT = 0.95
@@ -44,7 +47,7 @@ def test_unservable_runs_fail_before_vllm_starts(tmp_path, monkeypatch):
     (run / "model.safetensors").write_bytes(b"weights")
     monkeypatch.setenv("MLLM_VLLM_PYTHON", str(tmp_path / "no-such-python"))  # nothing may start
     with pytest.raises(VllmEngineError, match="num_beams=2"):
-        VllmCaptioner.load(run, settings=[GenerationSettings(num_beams=2)], cache=tmp_path)
+        VllmCaptioner.check_settings([GenerationSettings(num_beams=2)])
     monkeypatch.setenv("MLLM_VLLM_PYTHON", sys.executable)
     with pytest.raises(VllmEngineError, match="not the 'qformer' connector; use --engine hf"):
         VllmCaptioner.load(run, cache=tmp_path)
@@ -79,7 +82,8 @@ def test_recaption_with_vllm_engine_end_to_end(overfit_run, vllm_lora_run, vllm_
     monkeypatch.setenv("MLLM_CACHE", str(tmp_path / "cache"))
     folder = _images(data.parent, tmp_path / "images")
     settings = task_settings(lora, TASKS, {})
-    config = RecaptionConfig(str(tmp_path / "hf"), rows_per_shard=5, batch_size=5, num_workers=1, progress=False)
+    config = RecaptionConfig(str(tmp_path / "hf"), rows_per_shard=5, engine=EngineConfig(batch_size=5, num_workers=1),
+                             progress=False)
     recaption(Captioner.load(lora, device="cpu"), FolderSource(str(folder)), config, settings)
     expected = _rows(tmp_path / "hf")
 
@@ -96,10 +100,11 @@ def test_recaption_with_vllm_engine_end_to_end(overfit_run, vllm_lora_run, vllm_
 
     captioner.generate = generate_then_die
     out = tmp_path / "vllm"
-    config = RecaptionConfig(str(out), rows_per_shard=5, batch_size=5, num_workers=1, progress=False)
+    config = RecaptionConfig(str(out), rows_per_shard=5, progress=False,
+                             engine=EngineConfig(backend="vllm", batch_size=5, num_workers=1))
     with pytest.raises(VllmWorkerDied, match="exited"):
         recaption(captioner, FolderSource(str(folder)), config, settings)
-    assert OutputFolder(out).is_finished(0) and not OutputFolder(out).is_finished(1)
+    assert OutputFolder(out).is_finished((0, 0)) and not OutputFolder(out).is_finished((0, 1))
 
     # The rerun, from the command line, resumes.
     capsys.readouterr()

@@ -60,40 +60,17 @@ def worker_python() -> Path:
     return python
 
 
-class EncodedImages:
-    """A batch of images as PNG bytes, for the worker. The recaption job concatenates and indexes
-    its preprocessed batches as tensors (`torch.cat`, `batch[rows]`), and so can it this one."""
-
-    def __init__(self, pngs: list[bytes]):
-        self.pngs = list(pngs)
-
-    def __len__(self) -> int:
-        return len(self.pngs)
-
-    def __getitem__(self, rows) -> "EncodedImages":
-        if isinstance(rows, slice):
-            return EncodedImages(self.pngs[rows])
-        if isinstance(rows, int):
-            rows = [rows]
-        return EncodedImages([self.pngs[int(i)] for i in rows])
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func is torch.cat and not kwargs:
-            return EncodedImages([png for batch in args[0] for png in batch.pngs])
-        return NotImplemented
-
-
 class PngEncoder:
-    """Picklable preprocessor for DataLoader workers: decoded images -> `EncodedImages`."""
+    """Picklable preprocessor for DataLoader workers: decoded images -> their PNG bytes, one entry
+    per image (the engine takes rows of such a list as it does of a tensor)."""
 
-    def __call__(self, images: list[Image.Image]) -> EncodedImages:
+    def __call__(self, images: list[Image.Image]) -> list[bytes]:
         pngs = []
         for image in images:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="PNG", compress_level=1)
             pngs.append(buffer.getvalue())
-        return EncodedImages(pngs)
+        return pngs
 
 
 def sampling_params(settings: GenerationSettings, stop_ids: list[int], image_token: str) -> dict:
@@ -230,14 +207,14 @@ class VllmCaptioner:
         worker = VllmWorker(python, setup, folder.with_name(f"{folder.name}.{os.getpid()}.log"), device)
         return cls(worker, CaptionProcessor.from_pretrained(model_dir), Path(model_dir).resolve().name, revision)
 
-    def generate(self, images: EncodedImages, task: str, settings: GenerationSettings | None = None,
+    def generate(self, images: list[bytes], task: str, settings: GenerationSettings | None = None,
                  prompts: list[str] | None = None) -> list[GeneratedText]:
         """Caption a batch of encoded images; `prompts` overrides the task's instruction per row."""
         settings = settings or GenerationSettings()
         prompts = prompts or [self.processor.task_prompt(task)] * len(images)
         answer = self.worker.request({
             "prompts": [self.prompt_ids(p) for p in prompts],
-            "images": [base64.b64encode(png).decode("ascii") for png in images.pngs],
+            "images": [base64.b64encode(png).decode("ascii") for png in images],
             "sampling": sampling_params(settings, self.stop_ids, self.processor.image_token)})
         if "error" in answer:
             raise RuntimeError(f"vLLM: {answer['error']}")
