@@ -48,7 +48,7 @@ def run(args) -> int:
                                                     settings), listing)
     backend = backend_class(args.engine)
     backend.check_settings(settings.values())
-    captioner = backend.load(model, device=args.device or default_device())
+    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype)
     summary = caption_file(captioner, source, config, settings)
     print(f"wrote {args.out}: {summary.format()}")
     return 0

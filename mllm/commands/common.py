@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
-from mllm.config import Config, GenerationSettings, load_config
+from mllm.config import Config, DType, GenerationSettings, load_config
 from mllm.errors import UsageError
 
 
@@ -45,6 +46,9 @@ def add_engine_arguments(parser) -> None:
     g.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default 64M; 0 = off)")
     g.add_argument("--max-file-mb", type=float, help="files larger than this are error rows (default 256; 0 = off)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if a GPU is there)")
+    g.add_argument("--dtype", default="auto", choices=get_args(DType),
+                   help="weights and compute dtype (default auto: bf16 where the device does it natively, "
+                        "fp16 on a GPU without bf16, else float32)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_arguments(parser)
 

@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--license", default="other", help="license id for the card metadata (default: other)")
     parser.add_argument("--dataset", action="append", default=[], help="Hub dataset id for the card (repeatable)")
     parser.add_argument("--max-shard-size", default="4GB", help="safetensors shard size (default: 4GB)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="dtype of the written weights (default float32: as trained; LoRA merges in float32 first)")
     parser.add_argument("--no-vllm-check", action="store_true", help="skip the vLLM readiness check")
 
 
@@ -34,7 +36,8 @@ def run(args) -> int:
     if args.dry_run and not args.push_to_hub:
         raise SystemExit("--dry-run needs --push-to-hub OWNER/NAME")
     card = CardOptions(repo_id=args.push_to_hub, license=args.license, datasets=args.dataset, report=args.report)
-    options = ExportOptions(card, args.max_shard_size, vllm_check=not args.no_vllm_check, overwrite=args.overwrite)
+    options = ExportOptions(card, args.max_shard_size, vllm_check=not args.no_vllm_check, overwrite=args.overwrite,
+                            dtype=args.dtype)
     exported = export_run(args.model, args.out, options)
     loader = ("trust_remote_code=True, the user's opt-in to run its bundled modeling code" if exported.bundled
               else "stock transformers")

@@ -60,7 +60,7 @@ def run(args) -> int:
         recaption_job(source, config, model.resolve().name, weights_revision(model), settings), listing)
     backend = backend_class(args.engine)
     backend.check_settings(settings.values())
-    captioner = backend.load(model, device=args.device or default_device())
+    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype)
     summary = recaption(captioner, source, config, settings)
     print(f"{args.out}: {summary.format()}")
     return 0

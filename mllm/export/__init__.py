@@ -21,6 +21,7 @@ class ExportOptions:
     max_shard_size: str = "4GB"
     vllm_check: bool = True  # for stock (MLP) exports
     overwrite: bool = False  # replace a previous export in the output folder
+    dtype: str = "float32"  # the written weights' dtype: float32, bfloat16 or float16
 
 
 def prepare_output(run_dir: Path, out_dir: Path, overwrite: bool) -> None:
@@ -42,7 +43,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     options = options or ExportOptions()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     prepare_output(run_dir, out_dir, options.overwrite)
-    exported = export_checkpoint(run_dir, out_dir, options.max_shard_size)
+    exported = export_checkpoint(run_dir, out_dir, options.max_shard_size, dtype=options.dtype)
     if options.vllm_check and not exported.bundled:
         exported.vllm_problems = check_vllm(out_dir)
     write_card(exported, run_dir, options.card)

@@ -200,9 +200,10 @@ def split_lora(model, adapter_dir: Path) -> LlavaForConditionalGeneration:
 
 
 def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "4GB",
-                      task: str = "detailed", adapter: bool = False) -> Exported:
+                      task: str = "detailed", adapter: bool = False, dtype: str = "float32") -> Exported:
     """Merge and save `run_dir` into `out_dir` (model, processor, generation config, training config).
 
+    The merge runs in float32; the weights are then written in `dtype` (float32, bfloat16, float16).
     `adapter=True`: a LoRA run is not merged; its adapter goes to `out_dir/lora` over the base weights.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -211,6 +212,7 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     built = load_captioner(run_dir, merge=not keep_adapter, device="cpu")
     llava = split_lora(built.model, out_dir / ADAPTER_DIR) if keep_adapter else unwrap(built.model)
     _check_plain(llava, run_dir)
+    llava.to(getattr(torch, dtype))
     for part in (llava.config.vision_config, llava.config.text_config):
         part._name_or_path = ""  # local folders of the training machine mean nothing on the Hub
     processor = built.processor

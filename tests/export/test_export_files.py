@@ -75,3 +75,18 @@ def test_weights_are_readable_like_the_other_files_and_the_card_tag_makes_a_pipe
     image = Image.new("RGB", (32, 32), (220, 30, 30))
     out = captioner(images=image, text=exported.rendered_prompts["detailed"], max_new_tokens=4)
     assert isinstance(out[0]["generated_text"], str)
+
+
+def test_export_writes_the_dtype_asked_for(run, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText
+
+    from mllm.cli import main
+
+    out = tmp_path / "bf16"
+    assert main(["export", "--model", str(run), "--out", str(out), "--dtype", "bfloat16", "--no-vllm-check"]) == 0
+    with safe_open(str(out / "model.safetensors"), "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
+    assert dtypes == {"BF16"}
+    model = AutoModelForImageTextToText.from_pretrained(out, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {__import__("torch").bfloat16}

@@ -125,3 +125,20 @@ def test_mllm_caption_and_mllm_recaption_give_the_same_captions(tiny_run, tmp_pa
     for key in captions:
         assert {c: captions[key][c] for c in columns} == {c: recaptions[key][c] for c in columns}, key
     assert sum(1 for r in captions.values() if r["detailed_caption"]) == 6
+
+
+def test_dtype_flag_holds_the_captioner_in_that_dtype(tiny_run, tmp_path, caplog):
+    import logging
+
+    from mllm.cli import main
+
+    images = write_images(tmp_path / "images", KEYS[:2])
+    flags = ["--model", str(tiny_run), "--images", str(images), "--max-new-tokens", "4", "--num-workers", "0",
+             "--no-progress", "--device", "cpu"]
+    with caplog.at_level(logging.INFO, logger="mllm"):
+        assert main(["caption", *flags, "--out", str(tmp_path / "bf16.jsonl"), "--dtype", "bfloat16"]) == 0
+    assert "captioning precision: bf16" in caplog.text
+    assert {r["key"] for r in _rows(tmp_path / "bf16.jsonl")} == set(KEYS[:2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption", *flags, "--out", str(tmp_path / "x.jsonl"), "--dtype", "bfloat"])
+    assert exit_info.value.code == 2
