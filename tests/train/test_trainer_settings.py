@@ -41,3 +41,22 @@ def test_each_rank_takes_its_gpu_before_the_model_is_built(tmp_path, colour_data
     with pytest.raises(RuntimeError, match="stop here"):
         train(tiny_config(colour_data, tmp_path / "run", "train.precision=fp32"))
     assert calls == [("set_device", 1), ("build",)]
+
+
+def test_loading_onto_a_gpu_selects_it_before_the_model_is_built(tmp_path, colour_data, monkeypatch):
+    from mllm.model import build
+    from mllm.run_folder import save_run
+
+    cfg = tiny_config(colour_data, tmp_path / "run")
+    save_run(build.build_captioner(cfg, tmp_path / "run"), cfg, tmp_path / "run")
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
+
+    def stop(*args, **kwargs):
+        calls.append(("build",))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(build, "build_captioner", stop)
+    with pytest.raises(RuntimeError, match="stop here"):
+        build.load_captioner(tmp_path / "run", device="cuda:1")
+    assert calls == [("set_device", "cuda:1"), ("build",)]
