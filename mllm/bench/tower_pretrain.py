@@ -25,6 +25,8 @@ from tqdm import tqdm
 from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
 from mllm.bench.scenes import load_truth
+from mllm.config import Precision
+from mllm.precision import announce, resolve_precision
 
 FACTS = ("colour", "shape")
 
@@ -41,6 +43,7 @@ class TowerPretrainConfig:
     locality_weight: float = 1.0   # weight of the attention mass that leaves a token's own grid cell
     seed: int = 0
     threads: int | None = None
+    precision: Precision = "auto"  # auto: bf16 autocast only where this CPU does bf16 natively (mllm.precision)
 
 
 class _Scenes:
@@ -102,13 +105,17 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(cfg.seed)
+    precision = resolve_precision(cfg.precision, "cpu")
+    announce("tower pretraining precision", precision)
+    autocast = dict(device_type="cpu", dtype=precision.dtype, enabled=precision.precision != "fp32")
     started, losses = time.monotonic(), []
     for _ in (bar := tqdm(range(cfg.steps), desc="tower pretraining", unit="step")):
         idx = torch.randint(len(data), (cfg.batch_size,), generator=generator)
-        output = tower(pixel_values=data.pixels[idx], output_attentions=True)
-        loss = sum(nn.functional.cross_entropy(head(output.last_hidden_state).flatten(0, 1), targets[f][idx].flatten())
-                   for f, head in heads.items())
-        leak = torch.stack([(a * outside_cell).sum(-1).mean() for a in output.attentions]).mean()
+        with torch.autocast(**autocast):
+            output = tower(pixel_values=data.pixels[idx], output_attentions=True)
+            loss = sum(nn.functional.cross_entropy(head(output.last_hidden_state).flatten(0, 1).float(),
+                                                   targets[f][idx].flatten()) for f, head in heads.items())
+            leak = torch.stack([(a.float() * outside_cell).sum(-1).mean() for a in output.attentions]).mean()
         loss = loss + cfg.locality_weight * leak
         optimizer.zero_grad()
         loss.backward()
@@ -120,7 +127,7 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     tower.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "pretraining.json").write_text(json.dumps({
-        "config": asdict(cfg), "vocab": data.vocab, "first_loss": losses[0], "last_loss": losses[-1],
+        "config": asdict(cfg), "precision": str(precision), "vocab": data.vocab, "first_loss": losses[0], "last_loss": losses[-1],
         "attention_outside_cell": round(leak.item(), 5),
         "seconds": round(time.monotonic() - started, 1), "losses": [round(v, 4) for v in losses]}, indent=2))
     return out_dir

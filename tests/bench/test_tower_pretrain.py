@@ -2,7 +2,9 @@
 and the locality penalty keeps each token's attention inside its own grid cell."""
 
 import json
+import math
 
+import pytest
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, SiglipVisionModel
@@ -52,3 +54,17 @@ def test_without_the_locality_penalty_attention_leaves_the_cell(tmp_path):
     # (The quickstart's tower, 900 steps at weight 1, ends near 0.0004.)
     assert leak[0.0] > 0.6
     assert leak[10.0] < leak[0.0] - 0.1
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_tower_pretraining_takes_its_precision_from_the_hardware(tmp_path, monkeypatch, native, expected):
+    from mllm import precision
+
+    monkeypatch.setattr(precision, "probe_hardware", lambda: precision.Hardware(
+        cuda=False, cuda_bf16=False, cpu_native_bf16=native, cpu_flags="faked"))
+    scenes = tmp_path / "scenes"
+    generate_scenes(scenes, scene_preset("quickstart", n_train=16, n_val=4, n_test=1, seed=3))
+    cfg = TowerPretrainConfig(hidden_size=32, num_layers=1, num_heads=2, steps=3, batch_size=8)
+    log = json.loads((pretrain_scene_tower(scenes, tmp_path / "tower", cfg) / "pretraining.json").read_text())
+    assert log["precision"].startswith(f"{expected} (auto:")
+    assert all(math.isfinite(v) for v in log["losses"])

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from fake_captioner import FakeCaptioner
-from inputs import write_images, write_tar
+from inputs import jsonl_row, manifest_lines, write_images, write_tar
 
 from mllm.config import GenerationSettings
 from mllm.infer.engine import EngineConfig
 from mllm.infer.job import JobMismatch
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.shards import OutputFolder
-from mllm.infer.sources import FolderSource, WebDatasetSource
+from mllm.infer.sources import FolderSource, ManifestSource, WebDatasetSource
 
 SETTINGS = {"short": GenerationSettings(max_new_tokens=8)}
 JOB = Path(__file__).with_name("slow_job.py")
@@ -93,6 +93,19 @@ def test_a_folder_that_gains_one_image_and_loses_another_is_refused_naming_both(
     message = str(refused.value)
     assert "1 added (img9.png)" in message and "1 removed (img2.png)" in message
     assert not _manifest(out)["complete"] and "img9" not in _keys(out)
+
+
+def test_a_manifest_edited_between_runs_is_refused_naming_it(tmp_path):
+    write_images(tmp_path / "images", [f"img{i}" for i in range(6)])
+    rows = [jsonl_row(key=f"img{i}", image=f"images/img{i}.png") for i in range(6)]
+    manifest = manifest_lines(tmp_path / "list.jsonl", rows[:5])
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        recaption(DiesAfter(calls=2), ManifestSource(str(manifest)), _config(out), SETTINGS)
+    manifest_lines(manifest, rows[1:])  # one row dropped at the top, one added at the end: every row moves
+    with pytest.raises(JobMismatch, match=r"1 changed \(list.jsonl \((size|mtime)\)\)"):
+        recaption(FakeCaptioner(), ManifestSource(str(manifest)), _config(out), SETTINGS)
+    assert not _manifest(out)["complete"] and "img5" not in _keys(out)
 
 
 def test_an_unreadable_tar_does_not_move_the_rows_of_later_tars(tmp_path):
