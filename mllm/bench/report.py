@@ -76,7 +76,8 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
     lines = [
         "# mllm quickstart report", "",
         f"Held-out test scenes: {scores[models[0]]['detailed']['n']}; wall time {seconds / 60:.1f} min.",
-        "Untrained = the same config with zero training steps (random connector, LoRA at zero).", "",
+        "Untrained = the same config with zero training steps (random connector, LoRA at zero), "
+        f"scored on the first {scores[models[-1]]['detailed']['n']} of those scenes.", "",
         "| category | " + " | ".join(f"{m} ({t})" for m, t in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
