@@ -79,6 +79,8 @@ def test_partial_generation_settings_merge_over_the_defaults(tmp_path):
     path.write_text("generation:\n  detailed: {max_new_tokens: 72}\n")
     detailed = load_config(path).generation["detailed"]
     assert (detailed.max_new_tokens, detailed.max_words) == (72, 120)
+    quickstart = load_config(TINY.parent / "quickstart.yaml").generation  # the case the issue found
+    assert quickstart["detailed"].max_words == 120 and quickstart["short"].max_words == 20
 
 
 def test_precision_and_dtype_default_to_auto():
