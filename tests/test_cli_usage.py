@@ -103,7 +103,7 @@ def test_a_failed_command_does_not_lock_the_output_folder(tmp_path, run_folder, 
     _fails(capsys, argv + ["--split", "test"], "no split 'test'")
     assert not out.exists()
 
-    def fake_load(cls, model_dir, device=None):
+    def fake_load(cls, model_dir, device=None, dtype="auto"):
         fake = FakeCaptioner()
         fake.model_id, fake.model_revision = Path(model_dir).resolve().name, weights_revision(model_dir)
         return fake
