@@ -20,6 +20,7 @@ import yaml
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # compute precision (mllm.precision)
 DType = Literal["auto", "float32", "bfloat16", "float16"]  # weights dtype
+WeightsDType = Literal["float32", "bfloat16", "float16"]  # what `mllm export --dtype` writes
 Stage = Literal["align", "sft"]
 Recipe = Literal["frozen", "lora", "qlora", "full"]
 Task = Literal["detailed", "short"]

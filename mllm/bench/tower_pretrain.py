@@ -127,7 +127,8 @@ def pretrain_scene_tower(scene_dir: str | Path, out_dir: str | Path, cfg: TowerP
     tower.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "pretraining.json").write_text(json.dumps({
-        "config": asdict(cfg), "precision": str(precision), "vocab": data.vocab, "first_loss": losses[0], "last_loss": losses[-1],
+        "config": asdict(cfg), "precision": str(precision), "vocab": data.vocab,
+        "first_loss": losses[0], "last_loss": losses[-1],
         "attention_outside_cell": round(leak.item(), 5),
         "seconds": round(time.monotonic() - started, 1), "losses": [round(v, 4) for v in losses]}, indent=2))
     return out_dir

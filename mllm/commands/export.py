@@ -10,6 +10,9 @@ token comes from HF_TOKEN or `hf auth login` and is never printed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
+
+from mllm.config import WeightsDType
 
 
 def add_arguments(parser) -> None:
@@ -23,7 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--license", default="other", help="license id for the card metadata (default: other)")
     parser.add_argument("--dataset", action="append", default=[], help="Hub dataset id for the card (repeatable)")
     parser.add_argument("--max-shard-size", default="4GB", help="safetensors shard size (default: 4GB)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+    parser.add_argument("--dtype", default="float32", choices=get_args(WeightsDType),
                         help="dtype of the written weights (default float32: as trained; LoRA merges in float32 first)")
     parser.add_argument("--no-vllm-check", action="store_true", help="skip the vLLM readiness check")
 

@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mllm.config import WeightsDType
 from mllm.export.card import CardOptions, write_card
 from mllm.export.hf import TRAINING_CONFIG_FILE, Exported, ExportError, export_checkpoint
 from mllm.export.vllm_check import check_vllm
@@ -21,7 +22,7 @@ class ExportOptions:
     max_shard_size: str = "4GB"
     vllm_check: bool = True  # for stock (MLP) exports
     overwrite: bool = False  # replace a previous export in the output folder
-    dtype: str = "float32"  # the written weights' dtype: float32, bfloat16 or float16
+    dtype: WeightsDType = "float32"  # the written weights' dtype
 
 
 def prepare_output(run_dir: Path, out_dir: Path, overwrite: bool) -> None:

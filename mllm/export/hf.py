@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
 from transformers.conversion_mapping import get_model_conversion_mapping
 
-from mllm.config import Config, GenerationSettings
+from mllm.config import Config, GenerationSettings, WeightsDType
 from mllm.data.processor import CaptionProcessor
 from mllm.export.chat_template import message_forms, multimodal_chat_template
 from mllm.model.build import load_captioner
@@ -200,7 +200,7 @@ def split_lora(model, adapter_dir: Path) -> LlavaForConditionalGeneration:
 
 
 def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "4GB",
-                      task: str = "detailed", adapter: bool = False, dtype: str = "float32") -> Exported:
+                      task: str = "detailed", adapter: bool = False, dtype: WeightsDType = "float32") -> Exported:
     """Merge and save `run_dir` into `out_dir` (model, processor, generation config, training config).
 
     The merge runs in float32; the weights are then written in `dtype` (float32, bfloat16, float16).
