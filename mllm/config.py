@@ -136,6 +136,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0: off)
     gradient_checkpointing: bool = False
     group_by_length: bool = True
+    packing: bool = False  # a batch's samples in one row, attention kept apart (mllm.data.packing)
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 2
@@ -275,6 +276,23 @@ def _stage_of(data: dict[str, Any], overrides: list[str]) -> str | None:
     return (probe.get("train") or {}).get("stage", TrainConfig.stage)
 
 
+def _stage_table_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply `stages.<stage>.<dotted.key>=value` overrides to that stage's table (whose keys are
+    dotted strings) in place; returns the other overrides."""
+    rest = []
+    for item in overrides:
+        dotted, _, raw = item.partition("=")
+        parts = dotted.strip().split(".", 2)
+        if parts[0] == "stages" and len(parts) == 3 and raw:
+            table = data.setdefault("stages", {}).setdefault(parts[1], {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {item!r}: stages.{parts[1]} is not a mapping")
+            table[parts[2]] = yaml.safe_load(raw)
+        else:
+            rest.append(item)
+    return rest
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from defaults), apply its `stages` entry for the run's stage,
     then the dotted command-line overrides, and validate."""
@@ -288,6 +306,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: the top level must be a mapping")
     overrides = list(overrides or [])
     try:
+        overrides = _stage_table_overrides(data, overrides)
         stage_settings = (data.get("stages") or {}).get(_stage_of(data, overrides)) or {}
         apply_overrides(data, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
                                for k, v in stage_settings.items()])

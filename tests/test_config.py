@@ -49,6 +49,18 @@ def test_stage_overrides_apply_for_their_stage_only(tmp_path):
     assert load_config(path, ["train.stage=sft", "train.lr=0.3"]).train.lr == 0.3  # the command line wins
 
 
+def test_a_stage_table_entry_can_be_overridden_from_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stages:\n  align: {train.lr: 0.002, train.max_steps: 240}\n  sft: {train.max_steps: 100}\n")
+    overrides = ["stages.align.train.max_steps=150", "stages.sft.train.max_steps=130", "stages.sft.train.warmup_ratio=0.1"]
+    align = load_config(path, ["train.stage=align", *overrides])
+    assert (align.train.max_steps, align.train.lr, align.train.warmup_ratio) == (150, 0.002, 0.03)
+    sft = load_config(path, ["train.stage=sft", *overrides])
+    assert (sft.train.max_steps, sft.train.warmup_ratio) == (130, 0.1)
+    assert sft.stages == {"align": {"train.lr": 0.002, "train.max_steps": 150},
+                          "sft": {"train.max_steps": 130, "train.warmup_ratio": 0.1}}
+
+
 @pytest.mark.parametrize("override, field, allowed", [
     ("train.precision=bfloat16", "train.precision", "'auto', 'fp32', 'bf16', 'fp16'"),
     ("model.llm.dtype=bf16", "model.llm.dtype", "'auto', 'float32', 'bfloat16', 'float16'"),

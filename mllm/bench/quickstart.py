@@ -1,7 +1,8 @@
 """The offline quickstart: teach a small captioner to see synthetic scenes, and prove it.
 
 Steps (each skipped when its output already exists, so a rerun resumes):
-scenes -> a scene-pretrained tiny SigLIP tower -> `align` (connector only) -> `sft` (connector +
+scenes -> a scene-pretrained tiny SigLIP tower -> the config's `stages` in order, each starting
+from the one before (the quickstart configs: `align`, connector only, then `sft`, connector +
 LoRA) -> caption the held-out test scenes with both tasks, trained and untrained (same config,
 zero steps) -> the fidelity evaluator -> report.json / report.md / PNG plots in one folder.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import typing
 from pathlib import Path
 
 from mllm.bench.evaluation import evaluate_files
@@ -18,7 +20,7 @@ from mllm.bench.fidelity import fidelity_scores
 from mllm.bench.report import write_quickstart_report
 from mllm.bench.scenes import generate_scenes, load_truth, scene_preset
 from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
-from mllm.config import load_config
+from mllm.config import Stage, load_config
 from mllm.infer.backends.hf import Captioner
 from mllm.infer.caption import CaptionFileConfig, caption_file
 from mllm.infer.engine import EngineConfig
@@ -50,6 +52,17 @@ def validation_scorer(truth_path: Path):
     return score
 
 
+def training_stages(config: str | Path) -> list[str]:
+    """The stages the config's `stages` table lists, in its order (each starts from the one before)."""
+    stages = list(load_config(config).stages)
+    if not stages:
+        raise ValueError(f"{config}: list the training stages under `stages:` (e.g. align, sft)")
+    unknown = [s for s in stages if s not in typing.get_args(Stage)]
+    if unknown:
+        raise ValueError(f"{config}: unknown stages {unknown}; known: {list(typing.get_args(Stage))}")
+    return stages
+
+
 def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstart", seed: int = 0,
                    overrides: list[str] | None = None, scenes: dict | None = None) -> Path:
     """Run every step into `out`; returns the path of report.md. `scenes` overrides SceneConfig fields."""
@@ -68,23 +81,25 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
 
     common = [f"model.vision.name_or_path={tower}", f"data.train={scenes / 'train.jsonl'}",
               f"data.eval={scenes / 'val.jsonl'}", *(overrides or [])]
-    runs = {}
-    for stage, extra in (("align", []), ("sft", [f"model.init_from={out / 'align'}"])):
+    runs: dict[str, Path] = {}
+    for stage in training_stages(config):
         folder = out / stage
+        extra = [f"model.init_from={runs[next(reversed(runs))]}"] if runs else []
         if not (folder / WEIGHTS_FILE).exists() or not (folder / TRAIN_LOG_FILE).exists():
             _step(f"training stage {stage}", started)
             train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]),
                   scorer=validation_scorer(scenes / "val_truth.jsonl"))
         runs[stage] = folder
+    trained = runs[next(reversed(runs))]
 
     test = ManifestSource(str(scenes / "test.jsonl"))
     baseline = scenes / f"test_first{BASELINE_SCENES}.jsonl"
     baseline.write_text("".join((scenes / "test.jsonl").read_text().splitlines(keepends=True)[:BASELINE_SCENES]))
     sources = {"trained": test, "untrained": ManifestSource(str(baseline))}
-    settings = task_settings(runs["sft"], TASKS)
+    settings = task_settings(trained, TASKS)
     untrained = build_captioner(load_config(config, common + ["train.stage=sft"]), out / "untrained",
                                 dtype=resolve_dtype("auto", "cpu").dtype, training=False)
-    captioners = {"trained": lambda: Captioner.load(runs["sft"]),
+    captioners = {"trained": lambda: Captioner.load(trained),
                   "untrained": lambda: Captioner(untrained.model, untrained.processor, model_id="untrained")}
     scores: dict[str, dict[str, dict]] = {}
     for name, make in captioners.items():

@@ -26,7 +26,7 @@ def _loss_points(run: Path) -> list[tuple[int, float]]:
 
 
 def plot_losses(runs: dict[str, Path], path: Path) -> Path:
-    """Both stages' training loss on one axis, sft steps following align's."""
+    """Every stage's training loss on one axis, each stage's steps following the one before."""
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     offset = 0
     for stage, run in runs.items():
@@ -69,6 +69,7 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
                             runs: dict[str, Path], seconds: float) -> Path:
     """Write report.json, report.md, loss.png and categories_<task>.png into `out`."""
     plot_losses(runs, out / "loss.png")
+    trained = runs[next(reversed(runs))].name
     for task in ("detailed", "short"):
         plot_categories(scores, task, out / f"categories_{task}.png")
     models, tasks = list(scores), ("detailed", "short")
@@ -94,8 +95,8 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
         *[line for stage, run in runs.items() if (run / "validation.png").is_file()
           for line in (f"Validation captions during `{stage}` (fidelity per category over steps):", "",
                        f"![{stage} validation]({run.name}/validation.png)", "")],
-        "Captions: `captions/`; per-run evaluation details: `eval/`; trained model: `sft/` "
-        "(`mllm caption --model sft ...`, `mllm export --model sft ...`).",
+        f"Captions: `captions/`; per-run evaluation details: `eval/`; trained model: `{trained}/` "
+        f"(`mllm caption --model {trained} ...`, `mllm export --model {trained} ...`).",
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps({

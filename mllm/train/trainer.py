@@ -19,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from mllm.config import Config
 from mllm.data.dataset import CaptionDataset
+from mllm.data.packing import PackedCollator
 from mllm.data.records import read_records
 from mllm.model.build import Built, build_captioner
 from mllm.precision import Choice, announce, resolve_dtype, resolve_precision
@@ -174,7 +175,7 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
     args = training_arguments(cfg, precision)
     validation = _validation(cfg, built, scorer)
     trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
-                             data_collator=built.processor.collate, built=built, run_config=cfg,
+                             data_collator=PackedCollator() if cfg.train.packing else built.processor.collate, built=built, run_config=cfg,
                              lengths=dataset.lengths, callbacks=[*(callbacks or []), *filter(None, [validation])])
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=checkpoint)

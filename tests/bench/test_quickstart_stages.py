@@ -1,0 +1,25 @@
+"""The quickstart trains the stages its config lists, in the config's order."""
+
+from __future__ import annotations
+
+import pytest
+
+from mllm.bench.quickstart import training_stages
+from conftest import ROOT
+
+
+def test_the_quickstart_configs_list_align_then_sft():
+    for name in ("quickstart.yaml", "quickstart_qformer.yaml"):
+        assert training_stages(ROOT / "configs" / name) == ["align", "sft"]
+
+
+def test_stages_come_from_the_config_in_its_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stages:\n  sft: {train.max_steps: 5}\n")
+    assert training_stages(path) == ["sft"]
+    path.write_text("stages:\n  align: {}\n  sft: {}\n  pretrain: {}\n")
+    with pytest.raises(ValueError, match=r"unknown stages \['pretrain'\]"):
+        training_stages(path)
+    path.write_text("train: {lr: 0.1}\n")
+    with pytest.raises(ValueError, match="list the training stages"):
+        training_stages(path)
