@@ -2,10 +2,11 @@
 
 transformers' `DataCollatorWithFlattening` lays the token ids out and restarts `position_ids` at
 every sample; with no attention mask (and no KV cache) transformers' mask builder finds the sample
-boundaries in those positions and masks attention block-diagonally (sdpa and eager; flash
-attention reads the same positions). Nothing is padded, so a batch of mixed caption lengths costs
+boundaries in those positions (`masking_utils.find_packed_sequence_indices`) and masks attention
+block-diagonally (tested with sdpa). Nothing is padded, so a batch of mixed caption lengths costs
 its real tokens. The LM head runs only where a label is predicted (a 1-D `logits_to_keep`), and
-the per-token loss, so the batch loss, equals the unpacked one.
+the per-token loss, so the batch loss, equals the unpacked one. One row per batch: attention over
+the row is quadratic in its length, so keep `train.batch_size` x sample length moderate on a CPU.
 """
 
 from __future__ import annotations
