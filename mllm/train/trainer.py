@@ -174,8 +174,9 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
         raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
     args = training_arguments(cfg, precision)
     validation = _validation(cfg, built, scorer)
+    collate = PackedCollator() if cfg.train.packing else built.processor.collate
     trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
-                             data_collator=PackedCollator() if cfg.train.packing else built.processor.collate, built=built, run_config=cfg,
+                             data_collator=collate, built=built, run_config=cfg,
                              lengths=dataset.lengths, callbacks=[*(callbacks or []), *filter(None, [validation])])
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=checkpoint)
