@@ -121,19 +121,24 @@ def announce(what: str, choice: Choice) -> None:
         log.info("%s: %s", what, choice)
 
 
+def matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 3, device: str = "cpu") -> float:
+    """The best of `repeats` timings of one `size`^3 matmul in `dtype` on `device`."""
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        a @ b
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
     """How many times slower a `size`^3 bf16 matmul is than an fp32 one on this CPU (best of `repeats`)."""
-    def best(dtype: torch.dtype) -> float:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        a @ b  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
+    return matmul_seconds(torch.bfloat16, size, repeats) / max(matmul_seconds(torch.float32, size, repeats), 1e-9)
 
 
 @functools.cache

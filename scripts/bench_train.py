@@ -60,25 +60,6 @@ def spread_dataset(folder: Path, n: int, image_size: int, seed: int = 0) -> Path
     return path
 
 
-def matmul_peak(dtype, device: str, n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of a square matmul at `dtype` (the best of three timings)."""
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(3):
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 * reps / best
-
-
 def one_run(args) -> dict:
     """Time one stage with one batching in this process; returns the figures."""
     import resource
@@ -90,7 +71,7 @@ def one_run(args) -> dict:
     from mllm.data.records import read_records
     from mllm.model.build import build_captioner
     from mllm.model.recipes import unwrap
-    from mllm.precision import resolve_dtype, resolve_precision
+    from mllm.precision import matmul_seconds, resolve_dtype, resolve_precision
     from mllm.train.trainer import CaptionTrainer, training_arguments, training_device
     from transformers import TrainerCallback
 
@@ -157,7 +138,7 @@ def one_run(args) -> dict:
     images = args.batch_size * args.steps
     seconds = counts["seconds"]
     flops = factor * n_llm * counts["tokens"] + factor * head * counts["supervised"] + 2 * n_tower * patches * images
-    peak = matmul_peak(dtype, device)
+    peak = 2 * 2048 ** 3 / matmul_seconds(dtype, 2048, repeats=10, device=device)  # FLOP/s
     memory = (torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
     return {"stage": args.stage, "batching": batching, "dtype": str(dtype).replace("torch.", ""),

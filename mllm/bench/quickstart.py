@@ -82,15 +82,15 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
     common = [f"model.vision.name_or_path={tower}", f"data.train={scenes / 'train.jsonl'}",
               f"data.eval={scenes / 'val.jsonl'}", *(overrides or [])]
     runs: dict[str, Path] = {}
+    trained = None  # the latest stage's run folder
     for stage in training_stages(config):
         folder = out / stage
-        extra = [f"model.init_from={runs[next(reversed(runs))]}"] if runs else []
+        extra = [f"model.init_from={trained}"] if trained else []
         if not (folder / WEIGHTS_FILE).exists() or not (folder / TRAIN_LOG_FILE).exists():
             _step(f"training stage {stage}", started)
             train(load_config(config, common + extra + [f"train.stage={stage}", f"train.output_dir={folder}"]),
                   scorer=validation_scorer(scenes / "val_truth.jsonl"))
-        runs[stage] = folder
-    trained = runs[next(reversed(runs))]
+        runs[stage] = trained = folder
 
     test = ManifestSource(str(scenes / "test.jsonl"))
     baseline = scenes / f"test_first{BASELINE_SCENES}.jsonl"
