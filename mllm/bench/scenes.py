@@ -278,6 +278,16 @@ def render_scene(cfg: SceneConfig, placed: list[_Placed], background: str, textu
 # ---------------------------------------------------------------- truth
 
 
+SIZE_RANK = {"large": 0, "medium": 1, "small": 2}
+
+
+def main_subject_order(obj: dict) -> tuple:
+    """Sort key of the main subject, first the one the short caption names: the largest object, then the
+    first in reading order (top row first, then left to right), then the one in front. Every step is
+    visible in the image (drawing order alone is not, where objects do not overlap)."""
+    return SIZE_RANK[obj["size"] or "medium"], obj["row"], obj["col"], -obj["layer"]
+
+
 def _truth(cfg: SceneConfig, placed: list[_Placed], background: str, texture: str) -> dict:
     order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col, placed[i].layer))
     new_id = {old: new for new, old in enumerate(order)}
@@ -303,8 +313,7 @@ def _truth(cfg: SceneConfig, placed: list[_Placed], background: str, texture: st
                 relations.append({"subject": a, "relation": "above", "object": b})
             if order[b] in placed[order[a]].overlaps and oa["layer"] > ob["layer"]:
                 relations.append({"subject": a, "relation": "in front of", "object": b})
-    rank = {"large": 2, "medium": 1, "small": 0}
-    main = max(objects, key=lambda o: (rank[o["size"] or "medium"], -o["layer"]))
+    main = min(objects, key=main_subject_order)
     return {
         "image_size": cfg.image_size,
         "grid": [cfg.grid_rows, cfg.grid_cols],

@@ -88,3 +88,18 @@ def test_detailed_captions_list_objects_in_reading_order(tmp_path):
         assert order == sorted(order), first_sentence
         checked += len(singles) > 1
     assert checked > 10
+
+
+def test_main_subject_is_visible_largest_then_reading_order(tmp_path):
+    """The short caption's subject must be decidable from the pixels: among equal sizes it is the first
+    object in reading order, never one chosen by hidden drawing order."""
+    generate_scenes(tmp_path, scene_preset("rich", n_train=0, n_val=0, n_test=80, seed=5))
+    checked = 0
+    for truth in load_truth(tmp_path / "test_truth.jsonl").values():
+        main = truth["objects"][truth["main_subject"]]
+        largest = [o for o in truth["objects"] if o["size"] == main["size"]]
+        rank = {"large": 0, "medium": 1, "small": 2}
+        assert all(rank[main["size"]] <= rank[o["size"]] for o in truth["objects"]), truth["key"]
+        assert (main["row"], main["col"]) == min((o["row"], o["col"]) for o in largest), truth["key"]
+        checked += len(largest) > 1
+    assert checked > 10
