@@ -53,7 +53,8 @@ def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
 
     Only keys present in both are scored. References for the n-gram metrics default to each
     truth record's reference for the task. Returns {"n", "categories", "support", "metrics",
-    "length", "openers"} (see `mllm.bench.fidelity` for the categories).
+    "length", "openers", "reference_openers"}: openers are the most common first two words and their
+    share (see `mllm.bench.fidelity` for the categories).
     """
     keys = sorted(k for k in captions if k in truth)
     unknown = len(captions) - len(keys)
@@ -75,6 +76,7 @@ def score_captions(captions: dict[str, str | None], truth: dict[str, dict],
         "metrics": caption_metrics({k: captions[k] for k in keys}, {k: references[k] for k in keys}),
         "length": length_stats(texts),
         "openers": opener_stats(texts),
+        "reference_openers": opener_stats([references[k] for k in keys]),
     }
 
 
@@ -117,7 +119,9 @@ def markdown_table(result: dict) -> str:
     for name, value in result["length"].items():
         lines.append(f"| {name} | {value:.2f} | |")
     openers = result["openers"]
-    lines.append(f"| most common opener | \"{openers['most_common'] or ''}\" ({openers['most_common_share']:.0%}) | |")
+    reference = result["reference_openers"]
+    lines.append(f"| most common opener | \"{openers['most_common'] or ''}\" ({openers['most_common_share']:.0%}; "
+                 f"references: \"{reference['most_common'] or ''}\", {reference['most_common_share']:.0%}) | |")
     lines.append(f"| distinct openers | {openers['distinct']} | |")
     return "\n".join(lines) + "\n"
 

@@ -60,7 +60,7 @@ def length_stats(captions: list[str | None]) -> dict[str, float]:
     }
 
 
-def opener_stats(captions: list[str | None], n_words: int = 3) -> dict:
+def opener_stats(captions: list[str | None], n_words: int = 2) -> dict:
     """How varied captions begin: the most common first `n_words` words, the share of captions
     that begin with it, and how many distinct openers there are (empty captions ignored)."""
     openers = Counter(" ".join(words[:n_words]) for c in captions if (words := tokenize(c).split()))

@@ -87,6 +87,9 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
     for name in METRICS:
         lines.append(f"| {name} | " + " | ".join(_fmt(scores[m][t]["metrics"].get(name)) for m, t in columns) + " |")
     lines.append("| mean words | " + " | ".join(_fmt(scores[m][t]["length"].get("mean_words")) for m, t in columns) + " |")
+    lines.append("| share of the most common first two words (references') | " + " | ".join(
+        f"{_fmt(scores[m][t]['openers']['most_common_share'])} ({_fmt(scores[m][t]['reference_openers']['most_common_share'])})"
+        for m, t in columns) + " |")
     lines += [
         "", "Tower linear-probe accuracy (val): " + ", ".join(f"{k} {v:.3f}" for k, v in probe.items()), "",
         "Final training loss: " + ", ".join(f"{s} {_loss_points(r)[-1][1]:.3f}" for s, r in runs.items()

@@ -62,7 +62,7 @@ def find_report(run_dir: Path, report: Path | None = None) -> Path | None:
     return next((run_dir / c for c in REPORT_CANDIDATES if (run_dir / c).is_file()), None)
 
 
-SKIPPED_REPORT_KEYS = {"support", "length", "openers", "seconds"}  # bookkeeping, not results
+SKIPPED_REPORT_KEYS = {"support", "length", "openers", "reference_openers", "seconds"}  # bookkeeping, not results
 
 
 def report_metrics(path: Path) -> dict[str, float]:

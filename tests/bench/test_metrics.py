@@ -68,7 +68,8 @@ def test_length_and_opener_statistics():
     assert lengths["median_words"] == pytest.approx(4.5)
     assert lengths["empty_share"] == pytest.approx(0.25)
     openers = opener_stats(caps)
-    assert openers == {"most_common": "a red circle", "most_common_share": pytest.approx(2 / 3), "distinct": 2}
+    assert openers == {"most_common": "a red", "most_common_share": pytest.approx(2 / 3), "distinct": 2}
+    assert opener_stats(["A red circle.", "A red square.", "A blue one."], n_words=3)["distinct"] == 3
 
 
 @pytest.fixture(scope="module")
