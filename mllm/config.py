@@ -163,7 +163,7 @@ class GenerationSettings:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    batch_size: int = 8
+    batch_size: int | Literal["auto"] = "auto"  # auto: what the device holds (mllm.infer.batch_size)
 
 
 def _default_generation() -> dict[str, GenerationSettings]:

@@ -75,6 +75,12 @@ def test_user_errors_are_one_line_with_exit_2_before_the_model_loads(tmp_path, r
     (tmp_path / "m.jsonl").write_text(json.dumps({"path": "images/a.png"}) + "\n")
     _fails(capsys, ["recaption", *model, "--manifest", str(tmp_path / "m.jsonl"), "--out", str(out)],
            "m.jsonl", "no image column 'image'", "--image-column")
+    _fails(capsys, ["recaption", *model, "--images", str(images), "--out", str(out), "--ray", "--num-shards", "2"],
+           "--ray", "--num-shards")
+    for bad in ("0", "lots"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["recaption", *model, "--images", str(images), "--out", str(out), "--batch-size", bad])
+        assert stopped.value.code == 2 and "--batch-size" in capsys.readouterr().err
     assert not out.exists()  # nothing was written by any of them
 
 

@@ -21,13 +21,26 @@ def config_from_args(args, overrides: list[str] | None = None) -> Config:
 def add_generation_arguments(parser) -> None:
     """Decoding flags; unset ones keep the model's saved per-task settings."""
     g = parser.add_argument_group("generation")
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=batch_size_arg, metavar="N|auto",
+                   help="images per batch; auto: what the device holds (mllm/infer/batch_size.py). Default: the "
+                        "run's generation.<task>.batch_size, which is auto unless its config set one")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--num-beams", type=int)
     g.add_argument("--do-sample", action="store_true", default=None)
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-p", type=float)
     g.add_argument("--repetition-penalty", type=float)
+
+
+def batch_size_arg(value: str) -> int | str:
+    """`--batch-size`: a positive number or `auto`."""
+    import argparse
+
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number or 'auto'")
+    return int(value)
 
 
 def generation_overrides(args) -> dict:

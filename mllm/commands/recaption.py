@@ -3,6 +3,7 @@
     mllm recaption --model runs/tiny --images photos/ --out recap/
     mllm recaption --model runs/tiny --webdataset 'shards/*.tar' --out recap/
     mllm recaption ... --num-shards 4 --shard-index 0      # one of 4 machines; or run under torchrun
+    mllm recaption ... --ray                               # a local Ray; --ray ADDRESS joins a cluster
 
 Rerunning the same command resumes: finished shards are kept, the rest is redone. A rerun on input
 that changed (files added, removed or modified) is refused. Per-task decoding defaults to the
@@ -31,6 +32,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rows-per-shard", type=int, default=1000)
     parser.add_argument("--num-shards", type=int, default=1, help="split the work into N parts ...")
     parser.add_argument("--shard-index", type=int, default=0, help="... and do part i (0-based)")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="run on Ray (pip install 'mllm[ray]'): alone, a local Ray on this machine; with an "
+                             "ADDRESS (auto, host:6379, ray://host:10001), that cluster")
+    parser.add_argument("--ray-workers", type=int, help="captioner actors (default: one per GPU, else one per 4 CPUs)")
     add_engine_arguments(parser)
 
 
@@ -60,7 +65,37 @@ def run(args) -> int:
         recaption_job(source, config, model.resolve().name, weights_revision(model), settings), listing)
     backend = backend_class(args.engine)
     backend.check_settings(settings.values())
+    if args.ray:
+        return _run_on_ray(args, model, source, config, settings)
     captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype)
     summary = recaption(captioner, source, config, settings)
     print(f"{args.out}: {summary.format()}")
     return 0
+
+
+def _run_on_ray(args, model, source, config, settings) -> int:
+    """`--ray`: the job on Ray (mllm.infer.ray_runner); exit code 1 when a shard failed (a rerun redoes it)."""
+    import dataclasses
+    import functools
+    import os
+
+    from mllm.errors import UsageError
+    from mllm.infer.backends import load_backend
+    from mllm.infer.ray_runner import RayConfig, recaption_on_ray
+    from mllm.run_folder import weights_revision
+
+    if args.num_shards != 1 or int(os.environ.get("WORLD_SIZE", 1)) != 1:
+        raise UsageError("--ray schedules the shards itself: give neither --num-shards nor torchrun")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UsageError(f"--ray-workers {args.ray_workers} must be >= 1")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'mllm[ray]'") from None
+    model = model.resolve()  # the workers may run on other machines: absolute paths
+    job = dataclasses.replace(config, out_dir=os.path.abspath(args.out))
+    make_captioner = functools.partial(load_backend, args.engine, str(model), args.device, args.dtype)
+    summary = recaption_on_ray(make_captioner, source, RayConfig(job, workers=args.ray_workers), settings,
+                               model.name, weights_revision(model), address=None if args.ray == "local" else args.ray)
+    print(f"{args.out}: {summary.format()}")
+    return 1 if summary.failed else 0

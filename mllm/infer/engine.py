@@ -7,8 +7,10 @@
 `mllm recaption` (Parquet shards, `mllm.infer.recaption`) and `mllm caption` (one file,
 `mllm.infer.caption`) feed it batches and write what comes back. The batches are handed to
 DataLoader workers, which decode (`load_image`) and preprocess (`captioner.preprocessor`) ahead of
-generation; batches come back in order. Looping captions are retried with a repetition penalty,
-then cut; lengths are fitted to the task's word range (`mllm.infer.guards`).
+generation; batches come back in order. The backend gets the loop guard and may stop a looping row
+as soon as it loops (the HF backend does, `mllm.infer.backends.hf_decode`); a looping caption is cut
+where its loop starts, with no second pass, and lengths are fitted to the task's word range
+(`mllm.infer.guards`). A task whose `batch_size` is `auto` gets the backend's `auto_batch_size`.
 
 Failures about one image (a bad record, decoding, preprocessing, generation failing for that image
 alone) become rows with `error_kind` / `error`. Failures of the system raise `GenerationFailure`
@@ -23,14 +25,14 @@ import gc
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader
 
 from mllm.config import GenerationSettings
 from mllm.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
-from mllm.infer.guards import LoopGuard, cut_loop, fit_length, is_looping, retry_settings, word_count
+from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, word_count
 from mllm.infer.rows import TASKS, empty_row
 from mllm.infer.settings import settings_json
 from mllm.infer.sources import SourceItem
@@ -50,7 +52,7 @@ class EngineConfig:
 
     tasks: tuple[str, ...] = TASKS
     backend: str = "hf"  # the registry name of the captioner (mllm.infer.backends); part of a job's identity
-    batch_size: int | None = None
+    batch_size: int | Literal["auto"] | None = None
     num_workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -155,6 +157,14 @@ class _Preprocess:
         return _Batch(works, join(parts) if parts else None, kinds, errors)
 
 
+def decode_batch(works: list[Work], preprocessor, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> _Batch:
+    """What a DataLoader worker makes of one batch: decoded, preprocessed, bad items marked (for runners
+    that decode elsewhere, e.g. in Ray tasks; `CaptionEngine.caption_batch` takes it)."""
+    decode = _DecodeImages(max_pixels, max_bytes)
+    return _Preprocess(preprocessor)([decode[work] for work in works])
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -172,14 +182,21 @@ class CaptionEngine:
         if unknown or not config.tasks:
             raise ValueError(f"tasks {list(config.tasks)}: each must be one of {TASKS} and have generation settings")
         if config.batch_size is not None:
-            if config.batch_size < 1:
-                raise ValueError("batch_size must be >= 1")
+            if config.batch_size != "auto" and config.batch_size < 1:
+                raise ValueError("batch_size must be >= 1 or 'auto'")
             settings = {t: replace(s, batch_size=config.batch_size) for t, s in settings.items()}
         self.captioner, self.config = captioner, config
-        self.settings = {t: settings[t] for t in config.tasks}
+        self.settings = {t: self._sized(settings[t], t) for t in config.tasks}
         self.batch_limit = {t: self.settings[t].batch_size for t in config.tasks}  # halved on out-of-memory
         self.constant = {"model_id": captioner.model_id, "model_revision": captioner.model_revision,
                          "generation_settings": settings_json(self.settings, config.tasks)}
+
+    def _sized(self, settings: GenerationSettings, task: str) -> GenerationSettings:
+        if settings.batch_size != "auto":
+            return settings
+        size = self.captioner.auto_batch_size(settings, task)
+        log.info("batch size auto (%s): %d", task, size)
+        return replace(settings, batch_size=size)
 
     @property
     def batch_size(self) -> int:
@@ -233,7 +250,7 @@ class CaptionEngine:
                     for r in self._generate(take(pixels, list(range(start, min(start + limit, count)))), task,
                                             settings)]
         try:
-            return list(self.captioner.generate(pixels, task, settings))
+            return list(self.captioner.generate(pixels, task, settings, loop_guard=self.config.loop_guard))
         except torch.OutOfMemoryError as error:
             gc.collect()
             if torch.cuda.is_available():
@@ -256,31 +273,36 @@ class CaptionEngine:
             return results
 
     def _generate_guarded(self, pixels, task: str) -> list[tuple[str | None, int | None, list[str], str | None]]:
-        """(text, token count, guard actions, failure) per row: loops retried then cut; length fitted."""
-        settings, guard = self.settings[task], self.config.loop_guard
-        first = self._generate(pixels, task, settings)
-        looping = [i for i, g in enumerate(first)
-                   if not isinstance(g, Exception) and is_looping(g.text, g.token_ids, guard)]
-        again = self._generate(take(pixels, looping), task, retry_settings(settings, guard)) if looping else []
-        retried = dict(zip(looping, again))
+        """(text, token count, guard actions, failure) per row."""
+        settings = self.settings[task]
+        processor = getattr(self.captioner, "processor", None)
+        decode = processor.tokenizer.decode if processor is not None else None
         results = []
-        for i, generated in enumerate(first):
+        for generated in self._generate(pixels, task, settings):
             if isinstance(generated, Exception):
                 results.append((None, None, [], _describe(generated)))
                 continue
-            actions, text, token_ids, was_cut = [], generated.text, generated.token_ids, False
-            if i in retried:
-                redo = retried[i]
-                if not isinstance(redo, Exception) and not is_looping(redo.text, redo.token_ids, guard):
-                    actions.append("retry")
-                    text, token_ids = redo.text, redo.token_ids
-                else:
-                    actions.append("cut")
-                    cut = cut_loop(text, guard)  # ends on a whole word: no tail left to trim
-                    text, was_cut = cut, cut != text
-            text, trimmed = fit_length(text, max_words=settings.max_words, min_words=settings.min_words,
-                                       hit_token_limit=not was_cut and len(token_ids) >= settings.max_new_tokens)
-            if trimmed:
-                actions.append("trim")
-            results.append((text.strip(), len(token_ids), actions, None))
+            text, actions = finish_caption(generated.text, generated.token_ids, settings, self.config.loop_guard,
+                                           decode)
+            results.append((text, len(generated.token_ids), actions, None))
         return results
+
+
+def finish_caption(text: str, token_ids: list[int], settings: GenerationSettings, guard: LoopGuard,
+                   decode=None) -> tuple[str, list[str]]:
+    """A generated caption as the engine outputs it, and the guard's actions: cut where a loop starts, then
+    fitted to the task's word range. A loop seen in the token ids alone (a row the backend stopped before
+    its words repeat enough) is cut at its token (`decode`: token ids -> text), back to a whole word."""
+    actions, was_cut = [], False
+    if is_looping(text, token_ids, guard):
+        actions.append("cut")
+        cut = cut_loop(text, guard)  # ends on a whole word: no tail left to trim
+        at = find_loop(list(token_ids), guard)
+        if cut == text and at is not None and decode is not None:
+            cut = fit_length(decode(token_ids[:at], skip_special_tokens=True).strip(), hit_token_limit=True)[0]
+        text, was_cut = cut, cut != text
+    text, trimmed = fit_length(text, max_words=settings.max_words, min_words=settings.min_words,
+                               hit_token_limit=not was_cut and len(token_ids) >= settings.max_new_tokens)
+    if trimmed:
+        actions.append("trim")
+    return text.strip(), actions

@@ -3,16 +3,15 @@
 A loop is a unit of words repeated back to back ("very very very very", "a cat. a cat. a cat."),
 one n-gram recurring too often anywhere in the caption, or, inside one run of non-space
 characters, a short unit repeated back to back ("AAAAAAAAAAAA", "hahahahahaha": token loops
-that decode without spaces). The recaption job retries a looping
-caption once with a repetition penalty / `no_repeat_ngram_size` (`retry_settings`) and, if it
-still loops, cuts it where the loop starts (`cut_loop`). `fit_length` then trims captions that
+that decode without spaces). The HF backend stops a row as soon as its token ids loop
+(`mllm.infer.backends.hf_decode.LoopStop`, the token test of `find_loop` step by step), a backend
+that cannot stop a row cuts its tokens at the same step (`loop_end`), and the engine cuts a looping caption where the loop starts (`cut_loop`). `fit_length` then trims captions that
 are over their task's word budget, or that stopped at `max_new_tokens` mid-sentence, back to the
 last complete sentence (or, failing that, the last complete word).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -33,14 +32,25 @@ class LoopGuard:
     ngram: int = 5  # an n-gram of this length ...
     max_ngram_count: int = 2  # ... occurring more often than this anywhere
     min_char_loop: int = 12  # inside a word: a unit of <= max_period characters repeated >= 4 times over this many
-    retry_repetition_penalty: float = 1.3
-    retry_no_repeat_ngram_size: int = 4
 
 
 def find_loop(sequence: Sequence[Hashable], guard: LoopGuard = LoopGuard()) -> int | None:
     """Index where a loop's first redundant repeat begins (the cut point), or None if no loop."""
     cuts = [c for c in (_tandem_cut(sequence, guard), _ngram_cut(sequence, guard)) if c is not None]
     return min(cuts) if cuts else None
+
+
+def loop_end(sequence: Sequence[Hashable], guard: LoopGuard = LoopGuard()) -> int:
+    """The length of the shortest prefix of `sequence` in which `find_loop` sees a loop (the step at
+    which a decoder stopping looping rows stops, `hf_decode.LoopStop`), or its length when none loops.
+    A prefix that loops stays looping as it grows, so the shortest one is found by bisection."""
+    if find_loop(sequence, guard) is None:
+        return len(sequence)
+    low, high = 0, len(sequence)  # low: no loop; high: a loop
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if find_loop(sequence[:middle], guard) is not None else (middle, high)
+    return high
 
 
 def _tandem_cut(seq: Sequence[Hashable], guard: LoopGuard) -> int | None:
@@ -99,15 +109,6 @@ def cut_loop(text: str, guard: LoopGuard = LoopGuard()) -> str:
     if in_word is not None:  # keep one copy of the unit; the text after it is the loop
         return text[: in_word.start() + len(in_word.group(1))]
     return text
-
-
-def retry_settings(settings, guard: LoopGuard = LoopGuard()):
-    """`settings` (a GenerationSettings) with at least the guard's repetition penalty and n-gram block."""
-    return dataclasses.replace(
-        settings,
-        repetition_penalty=max(settings.repetition_penalty, guard.retry_repetition_penalty),
-        no_repeat_ngram_size=settings.no_repeat_ngram_size or guard.retry_no_repeat_ngram_size,
-    )
 
 
 def word_count(text: str | None) -> int:

@@ -38,26 +38,29 @@ def colour_name(pixels: torch.Tensor) -> str:
 
 
 class FakeCaptioner:
-    """`looping`: "retry" loops unless a repetition penalty is set; "always" loops regardless."""
+    """`looping`: every caption loops. `calls` counts `generate` calls; `auto_batch` is its `auto` batch size."""
 
     model_id = "fake-captioner"
     model_revision = "v0"
+    auto_batch = 8
 
-    def __init__(self, sleep: float = 0.0, looping: str | None = None, fail_colour: str | None = None):
+    def __init__(self, sleep: float = 0.0, looping: bool = False, fail_colour: str | None = None):
         self.preprocessor = FakePreprocessor()
         self.sleep, self.looping, self.fail_colour = sleep, looping, fail_colour
         self.calls = 0
 
+    def auto_batch_size(self, settings, task: str) -> int:
+        return self.auto_batch
+
     def _text(self, colour: str, task: str, settings) -> str:
-        loops = self.looping == "always" or (self.looping == "retry" and settings.repetition_penalty <= 1.0)
-        if loops:
+        if self.looping:
             return f"A {colour} square on a table. " + "and a cup and a cup " * 40
         if task == "short":
             return f"A {colour} square."
         return (f"A plain {colour} image filled edge to edge with one flat colour. "
                 f"There are no objects, no text and no people; the background is {colour} too.")
 
-    def generate(self, pixel_values: torch.Tensor, task: str, settings) -> list[GeneratedText]:
+    def generate(self, pixel_values: torch.Tensor, task: str, settings, loop_guard=None) -> list[GeneratedText]:
         self.calls += 1
         time.sleep(self.sleep * len(pixel_values))
         out = []

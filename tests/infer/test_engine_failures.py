@@ -29,7 +29,7 @@ class OutOfMemoryAbove(FakeCaptioner):
         super().__init__()
         self.fits, self.sizes = fits, []
 
-    def generate(self, pixel_values, task, settings, prompts=None):
+    def generate(self, pixel_values, task, settings, loop_guard=None):
         self.sizes.append(len(pixel_values))
         if len(pixel_values) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -43,7 +43,7 @@ class Broken(FakeCaptioner):
         super().__init__()
         self.error = error
 
-    def generate(self, pixel_values, task, settings, prompts=None):
+    def generate(self, pixel_values, task, settings, loop_guard=None):
         raise self.error
 
 

@@ -41,7 +41,7 @@ class DiesAfter(FakeCaptioner):
         super().__init__()
         self.left = calls
 
-    def generate(self, pixel_values, task, settings, prompts=None):
+    def generate(self, pixel_values, task, settings, loop_guard=None):
         if self.left == 0:
             raise Killed()
         self.left -= 1

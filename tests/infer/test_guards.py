@@ -1,4 +1,5 @@
-"""Loop detection, retry vs cut (and that the choice is recorded), length control that never cuts mid-word."""
+"""Loop detection (after generation, and step by step while decoding), cutting at the loop with no second
+pass (and recording it), length control that never cuts mid-word."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 from fake_captioner import FakeCaptioner
 
 from mllm.config import GenerationSettings
-from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, retry_settings, word_count
+from mllm.infer.backends.hf_decode import LoopStop
+from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, loop_end, word_count
 from mllm.infer.engine import CaptionEngine, EngineConfig
 
 CLEAN = "A red kite flies over a beach. Two people watch it from the sand, and a dog runs by the water."
@@ -47,11 +49,24 @@ def test_cut_loop_keeps_the_text_before_the_loop_and_ends_on_a_whole_word():
     assert cut_loop(CLEAN) == CLEAN
 
 
-def test_retry_settings_add_a_penalty_and_keep_stronger_user_settings():
-    settings = retry_settings(GenerationSettings(), LoopGuard(retry_repetition_penalty=1.25, retry_no_repeat_ngram_size=3))
-    assert settings.repetition_penalty == 1.25 and settings.no_repeat_ngram_size == 3
-    strong = retry_settings(GenerationSettings(repetition_penalty=1.8, no_repeat_ngram_size=6))
-    assert strong.repetition_penalty == 1.8 and strong.no_repeat_ngram_size == 6
+@pytest.mark.parametrize("guard", [LoopGuard(), LoopGuard(max_period=3, min_tandem_single=3, min_tandem=2, ngram=3,
+                                                       max_ngram_count=1)], ids=["default", "strict"])
+def test_the_decoding_stop_fires_at_the_first_step_where_find_loop_sees_a_loop(guard):
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.full((64, 5), 7)
+    rows = torch.cat([prompt, torch.randint(0, 4, (64, 60), generator=generator)], dim=1)  # 4 tokens: loops early or late
+    stop = LoopStop(guard, prompt_length=5)
+    first = [None] * len(rows)
+    for length in range(1, 61):
+        done = stop(rows[:, :5 + length]).tolist()
+        for i in range(len(rows)):
+            if done[i] and first[i] is None:
+                first[i] = length
+    expected = [next((n for n in range(1, 61) if find_loop(row[5:5 + n].tolist(), guard) is not None), None)
+                for row in rows]
+    assert first == expected
+    assert len(set(expected)) > 10  # rows loop at many different steps (a few never)
+    assert [loop_end(row[5:].tolist(), guard) for row in rows] == [n or 60 for n in expected]  # a backend's cut
 
 
 @pytest.mark.parametrize("max_words", [3, 7, 12, 15])
@@ -78,27 +93,21 @@ def test_token_limit_drops_the_unfinished_tail_but_keeps_a_finished_sentence():
 def _guarded(looping, settings, guard=LoopGuard()):
     pixels = torch.zeros(2, 3, 8, 8)
     pixels[1, 0] = 1.0  # row 0 black, row 1 red
-    engine = CaptionEngine(FakeCaptioner(looping=looping), {"detailed": settings},
-                           EngineConfig(tasks=("detailed",), loop_guard=guard))
-    return engine._generate_guarded(pixels, "detailed")
+    captioner = FakeCaptioner(looping=looping)
+    engine = CaptionEngine(captioner, {"detailed": settings}, EngineConfig(tasks=("detailed",), loop_guard=guard))
+    return engine._generate_guarded(pixels, "detailed"), captioner
 
 
-def test_a_loop_that_a_penalty_fixes_is_retried_and_recorded_as_retry():
-    results = _guarded("retry", GenerationSettings(max_new_tokens=200))
-    for (text, tokens, actions, failure), colour in zip(results, ["black", "red"]):
-        assert failure is None and actions == ["retry"]
-        assert text.startswith(f"A plain {colour} image") and not is_looping(text) and tokens == word_count(text)
-
-
-def test_a_loop_that_survives_the_retry_is_cut_and_recorded_as_cut():
-    results = _guarded("always", GenerationSettings(max_new_tokens=200))
+def test_a_looping_caption_is_cut_at_the_loop_with_no_second_generation_pass():
+    results, captioner = _guarded(True, GenerationSettings(max_new_tokens=200))
+    assert captioner.calls == 1
     for text, _, actions, failure in results:
         assert failure is None and actions == ["cut"]
         assert text.endswith("square on a table.") and not is_looping(text)
 
 
 def test_long_captions_are_trimmed_to_the_word_budget_and_recorded():
-    (text, _, actions, _), _ = _guarded(None, GenerationSettings(max_new_tokens=200, max_words=15))
+    ((text, _, actions, _), _), _ = _guarded(False, GenerationSettings(max_new_tokens=200, max_words=15))
     assert actions == ["trim"] and word_count(text) <= 15 and text.endswith(".")
-    (text, _, actions, _), _ = _guarded(None, GenerationSettings(max_new_tokens=7))  # stops mid-sentence
+    ((text, _, actions, _), _), _ = _guarded(False, GenerationSettings(max_new_tokens=7))  # stops mid-sentence
     assert actions == ["trim"] and word_count(text) < 7 and not text.endswith(("with", "one", "flat"))

@@ -8,7 +8,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, write_colour_dataset
 from image_zoo import bad_images
 from PIL import Image
 
@@ -18,11 +18,13 @@ from mllm.infer.backends.vllm import VllmCaptioner, VllmEngineError, VllmWorkerD
 from mllm.infer.backends.hf import Captioner
 from mllm.run_folder import weights_revision
 from mllm.infer.engine import EngineConfig
+from mllm.infer.guards import LoopGuard, find_loop, loop_end
 from mllm.infer.recaption import RecaptionConfig, recaption
 from mllm.infer.rows import TASKS
 from mllm.infer.settings import task_settings
 from mllm.infer.shards import OutputFolder
 from mllm.infer.sources import FolderSource
+from mllm.model.build import build_captioner
 
 AGREEMENT = 0.95
 BAD = ("truncated.jpg", "text.jpg", "empty.jpg")
@@ -38,6 +40,29 @@ def test_settings_map_to_sampling_params():
     assert sampled["extra_args"] == {"ngram_size": 4, "window_size": 128}
     with pytest.raises(VllmEngineError, match="num_beams=3.*no beam search"):
         sampling_params(GenerationSettings(num_beams=3), [2], "<image>")
+
+
+def test_a_looping_row_is_cut_where_the_hf_engine_stops_it(tmp_path):
+    """vLLM decodes a looping row to its end; its tokens are cut at `loop_end`, the step at which the HF
+    engine's `LoopStop` stops the row (tests/infer/test_hf_decode.py), so both engines give one caption."""
+    data = write_colour_dataset(tmp_path / "data")
+    processor = build_captioner(tiny_config(data, tmp_path / "run"), tmp_path / "run", training=False).processor
+    ids = processor.tokenizer.encode
+    clean = ids("A red square on a table.", add_special_tokens=False)
+    looping = clean + ids(" and a cup", add_special_tokens=False) * 6
+    stop = processor.stop_token_ids()[0]
+
+    class Worker:  # what vllm_worker.py answers: every generated token id, the stop token and what follows
+        def request(self, payload):
+            return {"outputs": [looping + [stop, 5, 6], clean + [stop]]}
+
+    captioner = VllmCaptioner(Worker(), processor, "m", "r")
+    guard, end = LoopGuard(), loop_end(looping, LoopGuard())
+    assert end < len(looping) and find_loop(looping[:end], guard) is not None
+    guarded = captioner.generate([b"png", b"png"], "detailed", GenerationSettings(), loop_guard=guard)
+    assert [g.token_ids for g in guarded] == [looping[:end], clean]
+    assert guarded[0].text == processor.tokenizer.decode(looping[:end], skip_special_tokens=True).strip()
+    assert captioner.generate([b"png", b"png"], "detailed", GenerationSettings())[0].token_ids == looping
 
 
 def test_unservable_runs_fail_before_vllm_starts(tmp_path, monkeypatch):

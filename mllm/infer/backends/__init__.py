@@ -4,10 +4,12 @@
 
 An entry names its class by module path, so importing the registry imports neither transformers'
 generation code nor vLLM. A backend class has `check_settings(settings)` (raises `UsageError` before anything loads) and
-`load(model_dir, device=None)`, and on the instance:
+`load(model_dir, device=None, dtype="auto")`, and on the instance:
 `preprocessor` (picklable: PIL images -> a batch, a tensor or a list with one entry per image),
-`generate(batch, task, settings, prompts=None)` -> one `GeneratedText(text, token_ids)` per row,
-`processor`, `model_id` and `model_revision`.
+`generate(batch, task, settings, prompts=None, loop_guard=None)` -> one `GeneratedText(text, token_ids)`
+per row, a looping row's tokens ending where `loop_guard` first sees the loop (`guards.loop_end`),
+`auto_batch_size(settings, task)` (what `batch_size: auto` means for it), `processor`, `model_id`
+and `model_revision`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,6 @@ def backend_class(name: str):
         raise UsageError(f"engine {name!r} is not available here ({error})") from error
 
 
-def load_backend(name: str, model_dir: str | Path, device: str | None = None):
+def load_backend(name: str, model_dir: str | Path, device: str | None = None, dtype: str = "auto"):
     """A loaded captioner of backend `name` for the run folder `model_dir`."""
-    return backend_class(name).load(model_dir, device=device)
+    return backend_class(name).load(model_dir, device=device, dtype=dtype)

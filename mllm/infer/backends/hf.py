@@ -1,7 +1,11 @@
 """The `hf` backend: batched captioning with transformers' `generate`, left padding, greedy / beam / sampling.
 
-Greedy batched output equals one-at-a-time output: prompts are left-padded with an attention
-mask, so every row sees the same tokens at the same positions it would see alone.
+Greedy batched output equals one-at-a-time output in fp32: prompts are left-padded with an
+attention mask, so every row sees the same tokens at the same positions it would see alone. Greedy
+search and sampling run `generate` with the loop of `hf_decode` (finished rows leave the batch;
+a looping row stops as soon as the loop guard sees the loop) and, when every row has the same
+prompt, the tokens before the image (system prompt, chat header) are run once and their KV cache
+repeated for every row (transformers' cache continuation); beam search is stock `generate`.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from typing import Callable
 
 import torch
 from PIL import Image
+from transformers import DynamicCache, StoppingCriteriaList
 
 from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
+from mllm.infer.backends.hf_decode import LoopStop, decode_dropping_finished
+from mllm.infer.batch_size import fitting_batch_size
+from mllm.infer.guards import LoopGuard
 from mllm.model.recipes import unwrap
 from mllm.precision import announce, resolve_dtype
 from mllm.run_folder import weights_revision
@@ -67,7 +75,14 @@ class Captioner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+    def auto_batch_size(self, settings: GenerationSettings, task: str) -> int:
+        """`batch_size: auto`: the batch that fits this device for `task`'s prompt (`mllm.infer.batch_size`)."""
+        prompt = self.processor.generation_inputs([self.processor.task_prompt(task)])["input_ids"].shape[1]
+        return fitting_batch_size(self.model.config.get_text_config(), prompt, settings.max_new_tokens,
+                                  self.device, self.model.dtype)
+
+    def _generate_kwargs(self, settings: GenerationSettings, prompt_length: int,
+                         loop_guard: LoopGuard | None) -> dict:
         kwargs = {
             "max_new_tokens": settings.max_new_tokens,
             "num_beams": settings.num_beams,
@@ -80,22 +95,27 @@ class Captioner:
         }
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        if settings.num_beams == 1:  # beam search stays stock
+            kwargs["custom_generate"] = decode_dropping_finished
+            if loop_guard is not None:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStop(loop_guard, prompt_length)])
         return kwargs
 
     @torch.inference_mode()
     def generate(self, pixel_values: torch.Tensor, task: str, settings: GenerationSettings | None = None,
-                 prompts: list[str] | None = None) -> list[GeneratedText]:
-        """Caption a batch of preprocessed images; `prompts` overrides the task's instruction per row."""
+                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
+        """Caption a batch of preprocessed images; `prompts` overrides the task's instruction per row;
+        with `loop_guard`, a row whose tokens loop stops there (the engine then cuts the caption)."""
         settings = settings or GenerationSettings()
         prompts = prompts or [self.processor.task_prompt(task)] * len(pixel_values)
         inputs = self.processor.generation_inputs(prompts)
         dtype = next(unwrap(self.model).model.multi_modal_projector.parameters()).dtype
-        output = self.model.generate(
-            input_ids=inputs["input_ids"].to(self.device),
-            attention_mask=inputs["attention_mask"].to(self.device),
-            pixel_values=pixel_values.to(self.device, dtype),
-            **self._generate_kwargs(settings),
-        )
+        input_ids, attention_mask = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)
+        kwargs = self._generate_kwargs(settings, input_ids.shape[1], loop_guard)
+        if settings.num_beams == 1 and (cache := self._shared_prefix(input_ids, attention_mask)) is not None:
+            kwargs["cache"] = cache
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                     pixel_values=pixel_values.to(self.device, dtype), **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
         special = set(self.processor.tokenizer.all_special_ids)
         results = []
@@ -106,14 +126,29 @@ class Captioner:
             results.append(GeneratedText(text, ids))
         return results
 
+    def _shared_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache | None:
+        """The KV cache of the tokens every row starts with, before the image, run once for one row and
+        repeated for all; None when the rows do not share such a prefix (padding, different prompts)."""
+        if len(input_ids) < 2 or not bool(attention_mask.all()):
+            return None
+        agree = (input_ids == input_ids[:1]).all(0) & (input_ids[0] != self.processor.image_token_id)
+        length = int(agree.long().cumprod(0).sum())
+        if length < 2:
+            return None
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        self.model(input_ids=input_ids[:1, :length], cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(input_ids))
+        return cache
+
     def caption(self, images: list[Image.Image], task: str, settings: GenerationSettings | None = None,
                 prompts: list[str] | None = None) -> list[GeneratedText]:
         """Caption PIL images in batches of `settings.batch_size`."""
         settings = settings or GenerationSettings()
+        size = self.auto_batch_size(settings, task) if settings.batch_size == "auto" else settings.batch_size
         out: list[GeneratedText] = []
-        for start in range(0, len(images), settings.batch_size):
-            chunk = images[start:start + settings.batch_size]
-            chunk_prompts = prompts[start:start + settings.batch_size] if prompts else None
+        for start in range(0, len(images), size):
+            chunk = images[start:start + size]
+            chunk_prompts = prompts[start:start + size] if prompts else None
             out += self.generate(self.preprocessor(chunk), task, settings, chunk_prompts)
         return out
 

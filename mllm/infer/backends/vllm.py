@@ -29,6 +29,7 @@ from mllm.errors import UsageError
 from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
 from mllm.infer.backends.hf import Captioner, GeneratedText
+from mllm.infer.guards import LoopGuard, loop_end
 from mllm.model.sources import atomic_folder, cache_dir
 from mllm.precision import announce, resolve_dtype
 from mllm.run_folder import load_run_config, weights_revision
@@ -36,6 +37,7 @@ from mllm.run_folder import load_run_config, weights_revision
 WORKER = Path(__file__).with_name("vllm_worker.py")
 REPO = Path(__file__).resolve().parents[3]
 LOG_LINES = 40  # worker log lines shown when vLLM fails
+AUTO_REQUESTS = 256  # requests per call for batch_size auto
 
 
 class VllmEngineError(UsageError):
@@ -207,9 +209,16 @@ class VllmCaptioner:
         worker = VllmWorker(python, setup, folder.with_name(f"{folder.name}.{os.getpid()}.log"), device)
         return cls(worker, CaptionProcessor.from_pretrained(model_dir), Path(model_dir).resolve().name, revision)
 
+    def auto_batch_size(self, settings: GenerationSettings, task: str) -> int:
+        """`batch_size: auto`: vLLM schedules the requests it is given itself (continuous batching in the
+        KV-cache memory it reserved), so auto sends it `AUTO_REQUESTS` at a time to keep it busy."""
+        return AUTO_REQUESTS
+
     def generate(self, images: list[bytes], task: str, settings: GenerationSettings | None = None,
-                 prompts: list[str] | None = None) -> list[GeneratedText]:
-        """Caption a batch of encoded images; `prompts` overrides the task's instruction per row."""
+                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
+        """Caption a batch of encoded images; `prompts` overrides the task's instruction per row. vLLM
+        decodes a looping row to its end; with `loop_guard` its tokens are cut where the HF engine would
+        have stopped the row (`loop_end`), so both engines give the same caption."""
         settings = settings or GenerationSettings()
         prompts = prompts or [self.processor.task_prompt(task)] * len(images)
         answer = self.worker.request({
@@ -222,8 +231,10 @@ class VllmCaptioner:
         special = set(tokenizer.all_special_ids)
         results = []
         for row in answer["outputs"]:
-            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            kept = [t for t in row[:cut] if t not in special]
+            row = row[:next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))]
+            if loop_guard is not None:
+                row = row[:loop_end(row, loop_guard)]
+            kept = [t for t in row if t not in special]
             results.append(GeneratedText(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept))
         return results
 
