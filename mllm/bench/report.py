@@ -82,7 +82,7 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
         "| category | " + " | ".join(f"{m} ({t})" for m, t in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
-    for name in [c for c in CATEGORIES if any(scores[m][t]["categories"].get(c) is not None for m, t in columns)]:
+    for name in CATEGORIES:
         lines.append(f"| {name} | " + " | ".join(_fmt(scores[m][t]["categories"].get(name)) for m, t in columns) + " |")
     for name in METRICS:
         lines.append(f"| {name} | " + " | ".join(_fmt(scores[m][t]["metrics"].get(name)) for m, t in columns) + " |")
