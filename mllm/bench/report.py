@@ -103,6 +103,7 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps({
-        "preset": preset, "seconds": round(seconds, 1), "tower_probe": probe, "runs": {k: str(v) for k, v in runs.items()},
+        "preset": preset, "seconds": round(seconds, 1), "tower_probe": probe,
+        "runs": {k: str(v) for k, v in runs.items()},
         "scores": scores}, indent=2))
     return out / "report.md"

@@ -7,10 +7,10 @@ cell (or "nothing"), and its cell, so the facts sit plainly in the tokens the co
 The facts follow what the scenes have (`cell_facts`): colour and shape always; size, fill texture,
 the letters of a sign's word and the object behind it where the scenes have them. Letters are
 learnt one place at a time (first, second, third letter), not as whole words, so held-out words
-made of seen letters are within the tower's reach. A penalty on attention that leaves the token's own cell keeps each token local: without
-it every token also carries the other cells' objects (a linear probe on a left-column token read
-the right column's colour at 0.98), and the quickstart's position score was 0.53 instead of 0.72
-(both measured with the earlier phrase captions, README).
+made of seen letters are within the tower's reach. A penalty on attention that leaves the token's
+own cell keeps each token local: without it every token also carries the other cells' objects (a
+linear probe on a left-column token read the right column's colour at 0.98), and the quickstart's
+position score was 0.53 instead of 0.72 (both measured with the earlier phrase captions, README).
 The result is a stock `SiglipVisionModel` + `SiglipImageProcessor` folder, loaded like a Hub tower.
 """
 
@@ -67,7 +67,8 @@ class _Scenes:
 
     def __init__(self, scene_dir: Path, split: str, processor, patch: int, vocab: dict[str, list[str]] | None = None):
         truths = list(load_truth(scene_dir / f"{split}_truth.jsonl").values())
-        per_cell = [{(o["row"], o["col"]): cell_facts([p for p in t["objects"] if (p["row"], p["col"]) == (o["row"], o["col"])])
+        per_cell = [{(o["row"], o["col"]): cell_facts([p for p in t["objects"]
+                                                       if (p["row"], p["col"]) == (o["row"], o["col"])])
                      for o in t["objects"]} for t in truths]
         if vocab is None:
             values: dict[str, set[str]] = {}

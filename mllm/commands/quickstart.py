@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mllm.bench.quickstart import run_quickstart
 
-    scenes = {name: getattr(args, name) for name in ("n_train", "n_test", "image_size") if getattr(args, name) is not None}
+    scenes = {name: getattr(args, name) for name in ("n_train", "n_test", "image_size")
+              if getattr(args, name) is not None}
     report = run_quickstart(args.out, args.config, preset=args.preset, seed=args.seed, overrides=args.overrides,
                             scenes=scenes)
     print(f"report: {report.resolve()}")
