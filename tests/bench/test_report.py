@@ -13,7 +13,8 @@ def test_report_has_a_row_for_every_category_even_where_nothing_was_scored(tmp_p
 
     def result(value):  # an untrained model names nothing: every category n/a
         return {"n": 8, "categories": {name: value for name in CATEGORIES},
-                "metrics": {"bleu4": 0.0, "rouge_l": 0.0, "cider": 0.0}, "length": {"mean_words": 3.0}}
+                "metrics": {"bleu4": 0.0, "rouge_l": 0.0, "cider": 0.0}, "length": {"mean_words": 3.0},
+                "openers": {"most_common_share": 1.0}, "reference_openers": {"most_common_share": 0.2}}
 
     scores = {"trained": {"detailed": result(None), "short": result(None)},
               "untrained": {"detailed": result(None), "short": result(None)}}
