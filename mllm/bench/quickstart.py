@@ -5,6 +5,8 @@ scenes -> a scene-pretrained tiny SigLIP tower -> the config's `stages` in order
 from the one before (the quickstart configs: `align`, connector only, then `sft`, connector +
 LoRA) -> caption the held-out test scenes with both tasks, trained and untrained (same config,
 zero steps) -> the fidelity evaluator -> report.json / report.md / PNG plots in one folder.
+A preset (`mllm.bench.quickstart_presets`) names the scenes, the tower's pretraining and the
+training config: `quickstart` (1-2 shapes in 3 columns) or `rich` (the rich scenes, configs/rich.yaml).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import json
 import logging
 import time
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 from mllm.bench.evaluation import evaluate_files
 from mllm.bench.fidelity import fidelity_scores
+from mllm.bench.quickstart_presets import QUICKSTART_PRESETS
 from mllm.bench.report import write_quickstart_report
-from mllm.bench.scenes import generate_scenes, load_truth, scene_preset
+from mllm.bench.scenes import SceneConfig, generate_scenes, load_truth, scene_preset
 from mllm.bench.tower_pretrain import TowerPretrainConfig, pretrain_scene_tower, probe_tower
 from mllm.config import Stage, load_config
 from mllm.infer.backends.hf import Captioner
@@ -63,19 +67,40 @@ def training_stages(config: str | Path) -> list[str]:
     return stages
 
 
-def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstart", seed: int = 0,
+@dataclass
+class QuickstartPlan:
+    """A preset resolved with the command's choices: what each step runs."""
+
+    scenes: SceneConfig
+    tower: TowerPretrainConfig
+    config: Path
+
+
+def quickstart_plan(preset: str = "quickstart", config: str | Path | None = None, seed: int = 0,
+                    scenes: dict | None = None) -> QuickstartPlan:
+    """`preset` with `config` replacing its training config and `scenes` its SceneConfig fields."""
+    if preset not in QUICKSTART_PRESETS:
+        raise ValueError(f"unknown quickstart preset {preset!r}; choose from {sorted(QUICKSTART_PRESETS)}")
+    spec = QUICKSTART_PRESETS[preset]
+    return QuickstartPlan(scene_preset(spec.scene_preset, seed=seed, **{**spec.scenes, **(scenes or {})}),
+                          TowerPretrainConfig(**{**spec.tower, "seed": seed}), Path(config or spec.config))
+
+
+def run_quickstart(out: str | Path, config: str | Path | None = None, preset: str = "quickstart", seed: int = 0,
                    overrides: list[str] | None = None, scenes: dict | None = None) -> Path:
-    """Run every step into `out`; returns the path of report.md. `scenes` overrides SceneConfig fields."""
-    out, started, scene_overrides = Path(out), time.monotonic(), scenes
+    """Run every step of `preset` into `out` (see `quickstart_plan`); returns the path of report.md."""
+    plan = quickstart_plan(preset, config, seed, scenes)
+    config = plan.config
+    out, started = Path(out), time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     scenes = out / "scenes"
     if not (scenes / "test_truth.jsonl").exists():
         _step("generating scenes", started)
-        generate_scenes(scenes, scene_preset(preset, seed=seed, **(scene_overrides or {})))
+        generate_scenes(scenes, plan.scenes)
     tower = out / "tower"
     if not (tower / "config.json").exists():
         _step("pretraining the vision tower on the scenes' facts", started)
-        pretrain_scene_tower(scenes, tower, TowerPretrainConfig(seed=seed))
+        pretrain_scene_tower(scenes, tower, plan.tower)
     probe = probe_tower(tower, scenes)
     _step(f"tower linear-probe accuracy: {json.dumps({k: round(v, 3) for k, v in probe.items()})}", started)
 
@@ -113,6 +138,6 @@ def run_quickstart(out: str | Path, config: str | Path, preset: str = "quickstar
             scores.setdefault(name, {})[task] = evaluate_files(
                 path, scenes / "test_truth.jsonl", field=f"{task}_caption", task=task,
                 out_dir=out / "eval" / f"{name}_{task}")
-    report = write_quickstart_report(out, scores, probe, runs, seconds=time.monotonic() - started)
+    report = write_quickstart_report(out, scores, probe, runs, seconds=time.monotonic() - started, preset=preset)
     _step(f"done: report at {report}", started)
     return report

@@ -66,7 +66,7 @@ def plot_categories(scores: dict[str, dict[str, dict]], task: str, path: Path) -
 
 
 def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe: dict[str, float],
-                            runs: dict[str, Path], seconds: float) -> Path:
+                            runs: dict[str, Path], seconds: float, preset: str = "quickstart") -> Path:
     """Write report.json, report.md, loss.png and categories_<task>.png into `out`."""
     plot_losses(runs, out / "loss.png")
     trained = runs[next(reversed(runs))].name
@@ -75,7 +75,7 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
     models, tasks = list(scores), ("detailed", "short")
     columns = [(m, t) for t in tasks for m in models]
     lines = [
-        "# mllm quickstart report", "",
+        f"# mllm quickstart report (preset `{preset}`)", "",
         f"Held-out test scenes: {scores[models[0]]['detailed']['n']}; wall time {seconds / 60:.1f} min.",
         "Untrained = the same config with zero training steps (random connector, LoRA at zero), "
         f"scored on the first {scores[models[-1]]['detailed']['n']} of those scenes.", "",
@@ -103,6 +103,7 @@ def write_quickstart_report(out: Path, scores: dict[str, dict[str, dict]], probe
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps({
-        "seconds": round(seconds, 1), "tower_probe": probe, "runs": {k: str(v) for k, v in runs.items()},
+        "preset": preset, "seconds": round(seconds, 1), "tower_probe": probe,
+        "runs": {k: str(v) for k, v in runs.items()},
         "scores": scores}, indent=2))
     return out / "report.md"

@@ -62,11 +62,13 @@ def _noun(group: dict, definite: bool, place: str | None = None) -> str:
     return ("an " if head[0] in "aeiou" else "a ") + head
 
 
-def _join(items: list[str]) -> str:
+def join_phrases(items: list[str]) -> str:
+    """'a', 'b', 'c' -> 'a, b and c'."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _cap(text: str) -> str:
+def capitalise(text: str) -> str:
+    """The first letter upper-case, the rest as it is."""
     return text[0].upper() + text[1:]
 
 
@@ -76,16 +78,21 @@ def _background(truth: dict) -> str:
 
 
 def _positions(group: dict, rng: random.Random) -> str:
-    return _join([_position_phrase(p, rng) for p in group["positions"]])
+    return join_phrases([_position_phrase(p, rng) for p in group["positions"]])
 
 
 def _inventory_sentence(groups: list[dict], truth: dict, rng: random.Random) -> str:
-    nouns = _join([_noun(g, definite=False, place=_place_adjective(g, rng)) for g in groups])
+    nouns = join_phrases([_noun(g, definite=False, place=_place_adjective(g, rng)) for g in groups])
+    return inventory_sentence(nouns, len(groups) > 1 or groups[0]["count"] > 1, truth, rng)
+
+
+def inventory_sentence(nouns: str, plural: bool, truth: dict, rng: random.Random) -> str:
+    """`nouns` (the scene's objects, listed) on the scene's background, in one of six openers."""
     bg = _background(truth)
-    verb = "is" if len(groups) == 1 and groups[0]["count"] == 1 else "are"
+    verb = "are" if plural else "is"
     return rng.choice((
-        f"{_cap(nouns)} on a {bg}.",
-        f"{_cap(nouns)} {verb} set against a {bg}.",
+        f"{capitalise(nouns)} on a {bg}.",
+        f"{capitalise(nouns)} {verb} set against a {bg}.",
         f"Against a {bg} there {verb} {nouns}.",
         f"The picture has a {bg} with {nouns}.",
         f"Shown on a {bg}: {nouns}.",
@@ -97,10 +104,10 @@ def _position_sentence(group: dict, rng: random.Random) -> str:
     noun, where = _noun(group, definite=True), _positions(group, rng)
     verb = "sit" if group["count"] > 1 else "sits"
     return rng.choice((
-        f"{_cap(noun)} {verb} {where}.",
-        f"{_cap(noun)} {'are' if group['count'] > 1 else 'is'} placed {where}.",
-        f"{_cap(where)} you can see {noun}.",
-        f"{_cap(where)} is {noun}." if group["count"] == 1 else f"{_cap(noun)} appear {where}.",
+        f"{capitalise(noun)} {verb} {where}.",
+        f"{capitalise(noun)} {'are' if group['count'] > 1 else 'is'} placed {where}.",
+        f"{capitalise(where)} you can see {noun}.",
+        f"{capitalise(where)} is {noun}." if group["count"] == 1 else f"{capitalise(noun)} appear {where}.",
     ))
 
 
@@ -112,18 +119,18 @@ def _relation_sentence(relations: list[dict], groups_by_id: dict, rng: random.Ra
     phrase = " and ".join(rng.choice(RELATION_PHRASES[n]) for n in names)
     subject, obj = _noun(groups_by_id[a], True), _noun(groups_by_id[b], True)
     return rng.choice((
-        f"{_cap(subject)} is {phrase} {obj}.",
-        f"{_cap(phrase)} {obj} is {subject}.",
-        f"{_cap(subject)} lies {phrase} {obj}.",
+        f"{capitalise(subject)} is {phrase} {obj}.",
+        f"{capitalise(phrase)} {obj} is {subject}.",
+        f"{capitalise(subject)} lies {phrase} {obj}.",
     ))
 
 
 def _text_sentence(group: dict, rng: random.Random) -> str:
     noun, word = _noun(group, definite=True), group["text"]
     return rng.choice((
-        f'{_cap(noun)} reads "{word}".',
+        f'{capitalise(noun)} reads "{word}".',
         f'The word "{word}" is written on {noun}.',
-        f'{_cap(noun)} shows the word "{word}".',
+        f'{capitalise(noun)} shows the word "{word}".',
     ))
 
 
@@ -150,8 +157,8 @@ def short_caption(truth: dict, rng: random.Random) -> str:
     group = next(g for g in object_groups(truth["objects"]) if main["id"] in g["object_ids"])
     noun = _noun(group, definite=False)
     if group["text"] and rng.random() < 0.5:
-        return f'{_cap(noun)} reading "{group["text"]}".'
-    return _cap(noun) + "."
+        return f'{capitalise(noun)} reading "{group["text"]}".'
+    return capitalise(noun) + "."
 
 
 def original_caption(truth: dict, rng: random.Random) -> str:

@@ -1,7 +1,8 @@
 """Synthetic scenes: flat shapes on a background, rendered with Pillow, with full ground truth.
 
-Every image comes with its facts (objects with shape, colour, size and grid position; counts of
-like objects; spatial relations; rendered words; background) and three captions: a detailed
+Every image comes with its facts (objects with shape, colour, size, fill texture and grid
+position; counts of like objects; spatial relations and occlusion; rendered words, some held out
+from training; background) and three captions: a detailed
 one (DSC), a short one naming the main subject (SSC) and an alt-text-like one that is short,
 partial and sometimes wrong. Everything is deterministic given `SceneConfig.seed`.
 The layout of the output folder and the truth schema are described in
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from tqdm import tqdm
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -41,14 +42,22 @@ SIGN = "sign"
 TEXTURES = ("plain", "striped", "dotted", "checkered")
 SIZE_SCALE = {"small": 0.5, "medium": 0.8, "large": 0.95}
 WORDS = ("CAT", "DOG", "SUN", "BUS", "MAP", "ZOO", "HAT", "BOX", "JAM", "FOX", "OWL", "SKY")
+# Sign words that appear only in val / test scenes, each letter in a place where a training word has
+# it (C_A_N: CAT, SUN): a captioner that reads letters could spell them, one that learnt whole words
+# cannot (the spelling problem of the DALL-E 3 paper).
+HELD_OUT_WORDS = ("CAN", "HOT", "MUG", "BOY")
+CaptionStyle = Literal["basic", "rich"]  # the caption writers (mllm.bench.caption_styles.CAPTION_WRITERS)
 SPLITS = ("train", "val", "test")
-SUPERSAMPLE = 4
 
 
 @dataclass
 class SceneConfig:
     """What scenes to draw. Colours, shapes, backgrounds and textures are names from the
-    module's vocabularies; a single size means sizes are neither varied nor captioned."""
+    module's vocabularies; a single size means sizes are neither varied nor captioned, and a single
+    texture means backgrounds have it and objects are plain (fills neither varied nor captioned).
+    Several textures texture both the background and each object's fill (signs stay plain).
+    Signs show `words` in every split and also `held_out_words` (a `held_out_share` of the signs)
+    in val and test only. `caption_style` names the caption writer (`CAPTION_WRITERS`)."""
 
     n_train: int = 3000
     n_val: int = 300
@@ -68,6 +77,10 @@ class SceneConfig:
     duplicate_prob: float = 0.1
     overlap_prob: float = 0.0
     jitter: float = 0.12
+    words: tuple[str, ...] = WORDS
+    held_out_words: tuple[str, ...] = HELD_OUT_WORDS
+    held_out_share: float = 0.5
+    caption_style: CaptionStyle = "basic"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +90,7 @@ class SceneConfig:
             (self.sizes, SIZE_SCALE, "sizes"),
             (self.backgrounds, BACKGROUNDS, "backgrounds"),
             (self.textures, TEXTURES, "textures"),
+            ((self.caption_style,), get_args(CaptionStyle), "caption_style"),
         ]
         for values, known, name in checks:
             unknown = [v for v in values if v not in known]
@@ -88,6 +102,13 @@ class SceneConfig:
             raise ValueError("SceneConfig: grid_rows and grid_cols must be 1..3")
         if self.duplicate_prob <= 0 and self.max_objects > len(self.palette) * len(self.shapes):
             raise ValueError("SceneConfig: max_objects exceeds the distinct colour-shape pairs and duplicate_prob is 0")
+        if self.enable_text and not self.words:
+            raise ValueError("SceneConfig.words: signs need at least one word")
+        letters = {(i, ch) for word in self.words for i, ch in enumerate(word)}
+        unspellable = [w for w in self.held_out_words if w in self.words or not {*enumerate(w)} <= letters]
+        if unspellable:
+            raise ValueError(f"SceneConfig.held_out_words: {unspellable} are training words or have a letter "
+                             "no training word has in that place")
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
@@ -97,7 +118,8 @@ PRESETS: dict[str, SceneConfig] = {
     # Learnable on a 2-core CPU in minutes: 64px (a 4x4 grid of 16px patches), 1-2 flat shapes,
     # 6 colours, 3 shapes, 3 columns. Counts and relations occur and are reported.
     "quickstart": SceneConfig(),
-    # Everything: 3x3 grid, sizes, textures, occlusion, like objects and signs with words.
+    # Everything: 3x3 grid, sizes, textured fills and backgrounds, occlusion, like objects and
+    # signs with words (some held out from training); captions of 40+ words.
     "rich": SceneConfig(
         image_size=128,
         grid_rows=3,
@@ -111,6 +133,7 @@ PRESETS: dict[str, SceneConfig] = {
         enable_text=True,
         duplicate_prob=0.2,
         overlap_prob=0.2,
+        caption_style="rich",
     ),
 }
 
@@ -130,13 +153,14 @@ def position_name(row: int, col: int, rows: int, cols: int) -> str:
 
 
 def object_groups(objects: list[dict]) -> list[dict]:
-    """Like objects (same shape and colour) grouped: shape, colour, size, count, positions, ids."""
+    """Like objects (same shape and colour) grouped: shape, colour, size, texture (None when the
+    scene's objects have none), count, positions, ids, text."""
     groups: dict[tuple[str, str], dict] = {}
     for obj in objects:
         group = groups.setdefault(
             (obj["shape"], obj["colour"]),
-            {"shape": obj["shape"], "colour": obj["colour"], "size": obj["size"], "count": 0,
-             "positions": [], "object_ids": [], "text": obj["text"]},
+            {"shape": obj["shape"], "colour": obj["colour"], "size": obj["size"], "texture": obj.get("texture"),
+             "count": 0, "positions": [], "object_ids": [], "text": obj["text"]},
         )
         group["count"] += 1
         group["positions"].append(obj["position"])
@@ -148,131 +172,91 @@ def object_groups(objects: list[dict]) -> list[dict]:
 
 
 @dataclass
-class _Placed:
+class Placed:
+    """One object as laid out: its facts, its cell, its box in pixels and what it overlaps."""
+
     shape: str
     colour: str
     size: str
     row: int
     col: int
     box: tuple[float, float, float, float]
+    texture: str = "plain"
     text: str | None = None
     layer: int = 0
     overlaps: list[int] = field(default_factory=list)
 
 
-def _sample_attributes(cfg: SceneConfig, rng: random.Random, n: int) -> list[tuple[str, str, str]]:
-    attrs: list[tuple[str, str, str]] = []
+def _textured(cfg: SceneConfig) -> bool:
+    return len(cfg.textures) > 1
+
+
+def _sample_attributes(cfg: SceneConfig, rng: random.Random, n: int) -> list[tuple[str, str, str, str]]:
+    """(shape, colour, size, fill) per object; like objects repeat all four. A single texture is not
+    sampled (no random draw), so presets without fills draw the scenes they always drew."""
+    attrs: list[tuple[str, str, str, str]] = []
     while len(attrs) < n:
         if attrs and rng.random() < cfg.duplicate_prob:
             attrs.append(rng.choice(attrs))
             continue
         candidate = (rng.choice(cfg.shapes), rng.choice(cfg.palette), rng.choice(cfg.sizes))
+        candidate += (rng.choice(cfg.textures) if _textured(cfg) else "plain",)
         if all(candidate[:2] != a[:2] for a in attrs):
             attrs.append(candidate)
     return attrs
 
 
-def _box(cfg: SceneConfig, rng: random.Random, row: int, col: int, shape: str, size: str):
+def _box(cfg: SceneConfig, rng: random.Random | None, row: int, col: int, shape: str, size: str):
+    """An object's box in cell (row, col), jittered (centred without `rng`)."""
     cell_w, cell_h = cfg.image_size / cfg.grid_cols, cfg.image_size / cfg.grid_rows
-    cx = (col + 0.5 + rng.uniform(-cfg.jitter, cfg.jitter)) * cell_w
-    cy = (row + 0.5 + rng.uniform(-cfg.jitter, cfg.jitter)) * cell_h
+    cx = (col + 0.5 + (rng.uniform(-cfg.jitter, cfg.jitter) if rng else 0)) * cell_w
+    cy = (row + 0.5 + (rng.uniform(-cfg.jitter, cfg.jitter) if rng else 0)) * cell_h
     extent = SIZE_SCALE[size] * min(cell_w, cell_h) * (1 - 2 * cfg.jitter)
     half_w, half_h = (extent / 2, extent * 0.3) if shape == SIGN else (extent / 2, extent / 2)
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
-def _layout(cfg: SceneConfig, rng: random.Random) -> list[_Placed]:
+def _overlapping_box(cfg: SceneConfig, target: Placed, shape: str, size: str, sx: int, sy: int):
+    """The box of an object of its own size in front of `target`, shifted diagonally by 0.35 of the
+    larger of the two, so that the one behind stays partly visible."""
+    x0, y0, x1, y1 = target.box
+    own = _box(cfg, None, target.row, target.col, shape, size)
+    w, h = own[2] - own[0], own[3] - own[1]
+    cx = (x0 + x1) / 2 + sx * 0.35 * max(x1 - x0, w)
+    cy = (y0 + y1) / 2 + sy * 0.35 * max(y1 - y0, h)
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _layout(cfg: SceneConfig, rng: random.Random, held_out: bool) -> list[Placed]:
     n = rng.randint(cfg.min_objects, cfg.max_objects)
     attrs = _sample_attributes(cfg, rng, n)
     if cfg.enable_text and rng.random() < cfg.text_prob:
         used = {a[1] for a in attrs if a[0] == SIGN}
-        attrs[-1] = (SIGN, rng.choice([c for c in cfg.palette if c not in used]), cfg.sizes[-1])
+        attrs[-1] = (SIGN, rng.choice([c for c in cfg.palette if c not in used]), cfg.sizes[-1], "plain")
     keys = [a[:2] for a in attrs]
     cells = [(r, c) for r in range(cfg.grid_rows) for c in range(cfg.grid_cols)]
     rng.shuffle(cells)
-    placed: list[_Placed] = []
-    for shape, colour, size in attrs:
+    placed: list[Placed] = []
+    for shape, colour, size, texture in attrs:
         singleton = keys.count((shape, colour)) == 1 and shape != SIGN
         partners = [i for i, p in enumerate(placed)
                     if singleton and not p.overlaps and keys.count((p.shape, p.colour)) == 1
                     and p.shape != SIGN]
-        obj = _Placed(shape, colour, size, 0, 0, (0, 0, 0, 0), layer=len(placed))
+        obj = Placed(shape, colour, size, 0, 0, (0, 0, 0, 0), texture, layer=len(placed))
         if partners and rng.random() < cfg.overlap_prob:
             target = placed[rng.choice(partners)]
             obj.row, obj.col = target.row, target.col
-            x0, y0, x1, y1 = target.box
-            dx, dy = rng.choice((-1, 1)) * 0.35 * (x1 - x0), rng.choice((-1, 1)) * 0.35 * (y1 - y0)
-            obj.box = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
+            obj.box = _overlapping_box(cfg, target, shape, size, rng.choice((-1, 1)), rng.choice((-1, 1)))
             target.overlaps.append(len(placed))
             obj.overlaps.append(placed.index(target))
         else:
             obj.row, obj.col = cells.pop()
             obj.box = _box(cfg, rng, obj.row, obj.col, shape, size)
         if shape == SIGN:
-            obj.text = rng.choice(WORDS)
+            pool = cfg.held_out_words if held_out and rng.random() < cfg.held_out_share else cfg.words
+            obj.text = rng.choice(pool)
         placed.append(obj)
     return placed
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _shade(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(int(v * 0.8 + 128 * 0.2) if sum(rgb) > 200 else int(v + 50) for v in rgb)
-
-
-def _draw_background(draw: ImageDraw.ImageDraw, size: int, colour: str, texture: str) -> None:
-    base = BACKGROUNDS[colour]
-    draw.rectangle((0, 0, size, size), fill=base)
-    step, tone = size // 8, _shade(base)
-    for i in range(0, size, step):
-        for j in range(0, size, step):
-            if texture == "striped" and (i // step) % 2 == 0 and j == 0:
-                draw.rectangle((0, i, size, i + step // 2), fill=tone)
-            elif texture == "dotted":
-                r = step // 5
-                draw.ellipse((j + step / 2 - r, i + step / 2 - r, j + step / 2 + r, i + step / 2 + r), fill=tone)
-            elif texture == "checkered" and ((i + j) // step) % 2 == 0:
-                draw.rectangle((j, i, j + step, i + step), fill=tone)
-
-
-def _draw_object(draw: ImageDraw.ImageDraw, obj: _Placed) -> None:
-    x0, y0, x1, y1 = (v * SUPERSAMPLE for v in obj.box)
-    cx, cy, fill = (x0 + x1) / 2, (y0 + y1) / 2, COLOURS[obj.colour]
-    if obj.shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=fill)
-    elif obj.shape in ("square", SIGN):
-        draw.rectangle((x0, y0, x1, y1), fill=fill)
-    elif obj.shape == "triangle":
-        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=fill)
-    elif obj.shape == "diamond":
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=fill)
-    elif obj.shape == "star":
-        draw.polygon(_star_points(cx, cy, (x1 - x0) / 2), fill=fill)
-    if obj.text:
-        font = ImageFont.load_default(size=max(8, int((y1 - y0) * 0.7)))
-        ink = (0, 0, 0) if sum(fill) > 400 else (255, 255, 255)
-        draw.text((cx, cy), obj.text, font=font, fill=ink, anchor="mm")
-
-
-def _star_points(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    points = []
-    for k in range(10):
-        radius = r if k % 2 == 0 else r * 0.45
-        angle = -math.pi / 2 + k * math.pi / 5
-        points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
-    return points
-
-
-def render_scene(cfg: SceneConfig, placed: list[_Placed], background: str, texture: str) -> Image.Image:
-    """Draw objects in layer order at 4x and downsample (anti-aliased edges)."""
-    big = cfg.image_size * SUPERSAMPLE
-    image = Image.new("RGB", (big, big))
-    draw = ImageDraw.Draw(image)
-    _draw_background(draw, big, background, texture)
-    for obj in placed:
-        _draw_object(draw, obj)
-    return image.resize((cfg.image_size, cfg.image_size), Image.Resampling.LANCZOS)
 
 
 # ---------------------------------------------------------------- truth
@@ -288,7 +272,7 @@ def main_subject_order(obj: dict) -> tuple:
     return SIZE_RANK[obj["size"] or "medium"], obj["row"], obj["col"], -obj["layer"]
 
 
-def _truth(cfg: SceneConfig, placed: list[_Placed], background: str, texture: str) -> dict:
+def _truth(cfg: SceneConfig, placed: list[Placed], background: str, texture: str) -> dict:
     order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col, placed[i].layer))
     new_id = {old: new for new, old in enumerate(order)}
     objects = []
@@ -297,6 +281,7 @@ def _truth(cfg: SceneConfig, placed: list[_Placed], background: str, texture: st
         objects.append({
             "id": new_id[old], "shape": p.shape, "colour": p.colour,
             "size": p.size if len(cfg.sizes) > 1 else None,
+            **({"texture": p.texture} if _textured(cfg) else {}),
             "position": position_name(p.row, p.col, cfg.grid_rows, cfg.grid_cols),
             "row": p.row, "col": p.col, "layer": p.layer, "text": p.text,
             "bbox": [round(v, 1) for v in p.box],
@@ -322,13 +307,18 @@ def _truth(cfg: SceneConfig, placed: list[_Placed], background: str, texture: st
         "counts": [{"shape": g["shape"], "colour": g["colour"], "count": g["count"]} for g in groups],
         "relations": relations,
         "texts": [o["text"] for o in objects if o["text"]],
+        **({"held_out_texts": [o["text"] for o in objects if o["text"] in cfg.held_out_words]}
+           if cfg.enable_text else {}),
         "main_subject": main["id"],
     }
 
 
-def sample_scene(cfg: SceneConfig, rng: random.Random) -> tuple[Image.Image, dict]:
-    """One image and its facts (truth record without key and captions)."""
-    placed = _layout(cfg, rng)
+def sample_scene(cfg: SceneConfig, rng: random.Random, held_out: bool = False) -> tuple[Image.Image, dict]:
+    """One image and its facts (truth record without key and captions); `held_out` lets signs show
+    held-out words (val and test scenes)."""
+    from mllm.bench.scene_render import render_scene  # drawing needs the vocabularies above
+
+    placed = _layout(cfg, rng, held_out)
     background, texture = rng.choice(cfg.backgrounds), rng.choice(cfg.textures)
     return render_scene(cfg, placed, background, texture), _truth(cfg, placed, background, texture)
 
@@ -341,7 +331,9 @@ def generate_scenes(out_dir: str | Path, cfg: SceneConfig) -> dict[str, Path]:
 
     Returns {split: path of DIR/<split>.jsonl}. Splits never share a key or identical pixels.
     """
-    from mllm.bench.scene_captions import write_captions
+    from mllm.bench.caption_styles import CAPTION_WRITERS
+
+    write_captions = CAPTION_WRITERS[cfg.caption_style]
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -351,10 +343,10 @@ def generate_scenes(out_dir: str | Path, cfg: SceneConfig) -> dict[str, Path]:
         rng = random.Random(f"{cfg.seed}/{split_index}")
         records, truths = [], []
         for i in tqdm(range(cfg.split_sizes()[split]), desc=f"scenes {split}", leave=False):
-            image, truth = sample_scene(cfg, rng)
+            image, truth = sample_scene(cfg, rng, held_out=split != "train")
             digest = hashlib.md5(image.tobytes()).hexdigest()
             while digest in seen:
-                image, truth = sample_scene(cfg, rng)
+                image, truth = sample_scene(cfg, rng, held_out=split != "train")
                 digest = hashlib.md5(image.tobytes()).hexdigest()
             seen.add(digest)
             key = f"{split}-{i:06d}"

@@ -51,7 +51,7 @@ def test_truth_consistent_with_detailed_captions(tmp_path, preset):
     records = {r["key"]: r for r in map(json.loads, (tmp_path / "test.jsonl").read_text().splitlines())}
     scores = fidelity_scores({k: r["caption"] for k, r in records.items()}, truth)["categories"]
     assert all(v == 1.0 for v in scores.values() if v is not None), scores
-    assert (scores["text"] is None) == (preset == "quickstart")
+    assert (scores["text_seen"] is None) == (preset == "quickstart")
 
 
 def test_bad_config_and_bad_truth_lines_are_named(tmp_path):
@@ -103,3 +103,86 @@ def test_main_subject_is_visible_largest_then_reading_order(tmp_path):
         assert (main["row"], main["col"]) == min((o["row"], o["col"]) for o in largest), truth["key"]
         checked += len(largest) > 1
     assert checked > 10
+
+
+def test_held_out_words_only_in_val_and_test(tmp_path):
+    cfg = scene_preset("rich", n_train=150, n_val=60, n_test=60, seed=2, text_prob=0.8)
+    generate_scenes(tmp_path, cfg)
+    words = {split: [w for t in load_truth(tmp_path / f"{split}_truth.jsonl").values() for w in t["texts"]]
+             for split in ("train", "val", "test")}
+    assert words["train"] and set(words["train"]) <= set(cfg.words)
+    for split in ("val", "test"):
+        assert set(words[split]) & set(cfg.held_out_words) and set(words[split]) & set(cfg.words)
+    for truth in load_truth(tmp_path / "test_truth.jsonl").values():
+        assert truth["held_out_texts"] == [w for w in truth["texts"] if w in cfg.held_out_words]
+    with pytest.raises(ValueError, match="held_out_words"):  # Q is in no training word
+        SceneConfig(held_out_words=("QAT",))
+
+
+def test_fills_are_drawn_and_recorded():
+    import random
+
+    from mllm.bench.scene_render import render_scene
+    from mllm.bench.scenes import Placed, sample_scene
+
+    cfg = scene_preset("rich", jitter=0.0)
+    box = (10.0, 10.0, 40.0, 40.0)
+    pixels = {}
+    for texture in ("plain", "striped", "dotted", "checkered"):
+        image = render_scene(cfg, [Placed("square", "red", "large", 0, 0, box, texture)], "white", "plain")
+        pixels[texture] = image.crop((12, 12, 38, 38)).tobytes()
+    assert len(set(pixels.values())) == 4
+    textures = {o["texture"] for _ in range(40) for o in sample_scene(cfg, random.Random(_))[1]["objects"]}
+    assert textures == {"plain", "striped", "dotted", "checkered"}
+    assert "texture" not in sample_scene(scene_preset("quickstart"), random.Random(0))[1]["objects"][0]
+
+
+def test_an_object_in_front_has_its_own_size():
+    import random
+
+    from mllm.bench.scenes import sample_scene
+
+    cfg = scene_preset("rich", overlap_prob=1.0, duplicate_prob=0.0, enable_text=False, min_objects=2)
+    checked = 0
+    for seed in range(60):
+        truth = sample_scene(cfg, random.Random(seed))[1]
+        for rel in truth["relations"]:
+            if rel["relation"] == "in front of":
+                front, back = truth["objects"][rel["subject"]], truth["objects"][rel["object"]]
+                assert (front["row"], front["col"]) == (back["row"], back["col"])
+                widths = [o["bbox"][2] - o["bbox"][0] for o in (front, back)]
+                if front["size"] != back["size"]:
+                    assert (widths[0] > widths[1]) == (front["size"] == "large")
+                    checked += 1
+    assert checked > 5
+
+
+def test_rich_preset_has_everything_it_promises(tmp_path):
+    generate_scenes(tmp_path, scene_preset("rich", n_train=0, n_val=0, n_test=200, seed=4))
+    truths = list(load_truth(tmp_path / "test_truth.jsonl").values())
+    objects = [o for t in truths for o in t["objects"]]
+    assert {t["image_size"] for t in truths} == {128} and {tuple(t["grid"]) for t in truths} == {(3, 3)}
+    assert max(len(t["objects"]) for t in truths) == 4
+    assert {o["size"] for o in objects} == {"small", "large"}
+    assert {o["texture"] for o in objects} == {"plain", "striped", "dotted", "checkered"}
+    assert {o["row"] for o in objects} == {o["col"] for o in objects} == {0, 1, 2}
+    assert any(r["relation"] == "in front of" for t in truths for r in t["relations"])
+    assert any(c["count"] > 1 for t in truths for c in t["counts"])  # like objects
+    signs = [o for o in objects if o["shape"] == "sign"]
+    assert signs and all(o["text"] for o in signs)
+    for truth in truths:  # the detailed caption names every sign's word, the background and its fill
+        assert all(f'"{w}"' in truth["caption"] for w in truth["texts"])
+        assert f"{truth['background']['texture']} {truth['background']['colour']} background" in truth["caption"]
+
+
+def test_every_shape_and_caption_style_has_its_registry_entry():
+    from typing import get_args
+
+    from mllm.bench.caption_styles import CAPTION_WRITERS
+    from mllm.bench.scene_render import SHAPE_DRAWERS
+    from mllm.bench.scenes import SHAPES, SIGN, CaptionStyle
+
+    assert set(SHAPE_DRAWERS) == {*SHAPES, SIGN}
+    assert set(CAPTION_WRITERS) == set(get_args(CaptionStyle))
+    with pytest.raises(ValueError, match="caption_style"):
+        SceneConfig(caption_style="poetic")

@@ -68,3 +68,46 @@ def test_tower_pretraining_takes_its_precision_from_the_hardware(tmp_path, monke
     log = json.loads((pretrain_scene_tower(scenes, tmp_path / "tower", cfg) / "pretraining.json").read_text())
     assert log["precision"].startswith(f"{expected} (auto:")
     assert all(math.isfinite(v) for v in log["losses"])
+
+
+def test_supervised_facts_follow_the_preset(tmp_path):
+    from mllm.bench.tower_pretrain import cell_facts
+
+    front = {"shape": "square", "colour": "red", "size": "small", "texture": "dotted", "layer": 2, "text": None}
+    sign = {"shape": "sign", "colour": "blue", "size": "large", "texture": "plain", "layer": 1, "text": "CAT"}
+    assert cell_facts([sign, front]) == {
+        "colour": "red", "shape": "square", "size": "small", "texture": "dotted",
+        "behind_colour": "blue", "behind_shape": "sign", "behind_size": "large", "behind_texture": "plain",
+        "behind_letter_1": "C", "behind_letter_2": "A", "behind_letter_3": "T"}
+    assert cell_facts([{"shape": "circle", "colour": "red", "size": None, "layer": 0, "text": None}]) == {
+        "colour": "red", "shape": "circle"}
+
+    vocab = {}
+    for preset in ("quickstart", "rich"):
+        scenes = tmp_path / preset
+        generate_scenes(scenes, scene_preset(preset, n_train=60, n_val=8, n_test=2, seed=1, text_prob=0.6))
+        cfg = TowerPretrainConfig(hidden_size=32, num_layers=1, num_heads=2, steps=2, batch_size=4,
+                                  patch_size=42 if preset == "rich" else 16, image_size=126 if preset == "rich" else None)
+        out = pretrain_scene_tower(scenes, tmp_path / f"tower-{preset}", cfg)
+        vocab[preset] = json.loads((out / "pretraining.json").read_text())["vocab"]
+    assert set(vocab["quickstart"]) == {"colour", "shape"}
+    assert {"size", "texture", "letter_1", "letter_3", "behind_colour"} <= set(vocab["rich"])
+    assert set(vocab["rich"]["letter_1"]) <= {w[0] for w in scene_preset("rich").words}
+    tower = SiglipVisionModel.from_pretrained(tmp_path / "tower-rich")
+    assert (tower.config.image_size, tower.config.patch_size) == (126, 42)  # one token per grid cell
+
+
+def test_scenes_held_as_bytes_give_the_processors_pixel_values_exactly():
+    """The tower's training images are kept as bytes (4x less memory): every byte value must come
+    back as the processor's own float, so the quickstart's tower trains as before."""
+    import numpy as np
+    from transformers import SiglipImageProcessor
+
+    from mllm.bench.tower_pretrain import bytes_to_pixels, pixels_to_bytes
+
+    processor = SiglipImageProcessor(size={"height": 16, "width": 16})
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = processor(images=[Image.fromarray(np.stack([values, values.T, 255 - values], -1))],
+                       return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixels_to_bytes(pixels, processor)[0, 0], torch.from_numpy(values))
+    assert torch.equal(bytes_to_pixels(pixels_to_bytes(pixels, processor), processor), pixels)

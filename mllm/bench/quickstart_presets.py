@@ -1,0 +1,30 @@
+"""What `mllm quickstart --preset NAME` runs: the scenes, the tower's pretraining and the training
+config. Imports nothing heavy: the command line lists the names (`mllm --help` stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class QuickstartPreset:
+    """A quickstart preset; command-line flags override `scenes` fields."""
+
+    scene_preset: str  # mllm.bench.scenes.PRESETS
+    config: Path  # the training config
+    tower: dict = field(default_factory=dict)  # TowerPretrainConfig fields over its defaults
+    scenes: dict = field(default_factory=dict)  # SceneConfig fields over the scene preset's
+
+
+QUICKSTART_PRESETS: dict[str, QuickstartPreset] = {
+    # 48px = a 3x3 grid of 16px patches, one token column per scene column
+    "quickstart": QuickstartPreset("quickstart", CONFIGS / "quickstart.yaml",
+                                   scenes={"n_train": 3000, "n_test": 200, "image_size": 48}),
+    # 128px scenes seen by the tower at 126px in 42px patches: one token per grid cell
+    "rich": QuickstartPreset("rich", CONFIGS / "rich.yaml", scenes={"n_train": 3000, "n_test": 200},
+                             tower={"hidden_size": 192, "num_layers": 3, "patch_size": 42, "image_size": 126,
+                                    "steps": 2000, "lr": 3e-3}),
+}
