@@ -21,7 +21,7 @@ import yaml
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # compute precision (mllm.precision)
 DType = Literal["auto", "float32", "bfloat16", "float16"]  # weights dtype
 WeightsDType = Literal["float32", "bfloat16", "float16"]  # what `mllm export --dtype` writes
-Stage = Literal["align", "sft"]
+Stage = Literal["qformer_pretrain", "align", "sft"]  # mllm.model.recipes.STAGES
 Recipe = Literal["frozen", "lora", "qlora", "full"]
 Task = Literal["detailed", "short"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "llava"]
@@ -121,7 +121,7 @@ class DataConfig:
 class TrainConfig:
     """One training stage on the HF Trainer."""
 
-    stage: Stage = "sft"  # align: connector only; sft: connector + LLM recipe
+    stage: Stage = "sft"  # mllm.model.recipes.STAGES: qformer_pretrain | align (connector only) | sft
     output_dir: str = "runs/default"
     max_steps: int = -1
     epochs: float = 1.0
@@ -136,7 +136,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping (0: off)
     gradient_checkpointing: bool = False
     group_by_length: bool = True
-    packing: bool = False  # a batch's samples in one row, attention kept apart (mllm.data.packing)
+    packing: bool = False  # a batch's samples in one row, attention kept apart (mllm.data.packing); not qformer_pretrain
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int = 2
@@ -180,7 +180,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: dict[Task, GenerationSettings] = field(default_factory=_default_generation)
     # Per-stage dotted overrides, applied when train.stage matches: {align: {train.lr: 2e-3}}.
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # `mllm quickstart` trains the stages named here, in this order.
+    stages: dict[Stage, dict[str, Any]] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):

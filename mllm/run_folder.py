@@ -4,6 +4,8 @@
     RUN/model.safetensors  the weights not in the base models: connector, LoRA, trained tower layers,
                            and whatever was loaded from `init_from`
     RUN/<processor files>  tokenizer, image processor, mllm_processor.json
+    RUN/objective.safetensors  training-only weights of the stage's objective, when it has any
+                           (qformer_pretrain's text side and heads); not part of the captioner
     RUN/train_log.json     loss history, skipped records, decode failures, the precision used
     RUN/loss.png           the training curve
     RUN/checkpoint-N/      the same files plus the Trainer's optimizer state
@@ -30,6 +32,7 @@ from mllm.config import Config, ModelConfig, load_config, save_config
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
+OBJECTIVE_FILE = "objective.safetensors"
 TRAIN_LOG_FILE = "train_log.json"
 LOSS_PLOT_FILE = "loss.png"
 _PATH_FIELDS = (("vision", "name_or_path"), ("llm", "name_or_path"), ("llm", "tokenizer"), (None, "init_from"))
@@ -171,6 +174,22 @@ def save_run(built, cfg: Config, folder: str | Path, state_dict: dict | None = N
     give_default_mode(weights)
     built.processor.save_pretrained(folder)
     return folder
+
+
+def save_objective_weights(folder: str | Path, state: dict[str, torch.Tensor]) -> Path:
+    """The objective's training-only weights, beside the captioner's (for resuming its stage)."""
+    path = Path(folder) / OBJECTIVE_FILE
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}, str(path),
+              metadata={"format": "pt", "producer": "mllm"})
+    give_default_mode(path)
+    return path
+
+
+def load_objective_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(folder) / OBJECTIVE_FILE
+    if not path.is_file():
+        raise RunFolderError(f"objective weights not found: {path}")
+    return load_file(str(path))
 
 
 def give_default_mode(path: Path) -> None:

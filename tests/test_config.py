@@ -65,7 +65,8 @@ def test_a_stage_table_entry_can_be_overridden_from_the_command_line(tmp_path):
     ("train.precision=bfloat16", "train.precision", "'auto', 'fp32', 'bf16', 'fp16'"),
     ("model.llm.dtype=bf16", "model.llm.dtype", "'auto', 'float32', 'bfloat16', 'float16'"),
     ("model.tuning.recipe=qlora4", "model.tuning.recipe", "'frozen', 'lora', 'qlora', 'full'"),
-    ("train.stage=pretrain", "train.stage", "'align', 'sft'"),
+    ("train.stage=pretrain", "train.stage", "'qformer_pretrain', 'align', 'sft'"),
+    ("stages.allign.train.lr=1", "config.stages key", "'qformer_pretrain', 'align', 'sft'"),
     ("model.vision.select_strategy=cls", "model.vision.select_strategy", "'default', 'full'"),
     ("data.tasks=[detailed,long]", r"data.tasks\[1\]", "'detailed', 'short'"),
     ("generation.long.max_new_tokens=3", "config.generation key", "'detailed', 'short'"),
@@ -74,6 +75,13 @@ def test_enumerated_fields_reject_other_values_naming_field_and_choices(override
     with pytest.raises(ConfigError) as caught:
         load_config(TINY, [override])
     assert re.search(field, str(caught.value)) and allowed in str(caught.value), str(caught.value)
+
+
+def test_stage_names_are_the_recipes_registry_in_pipeline_order():
+    from mllm.config import Stage
+    from mllm.model.recipes import STAGES
+
+    assert list(typing.get_args(Stage)) == list(STAGES)
 
 
 def test_scheduler_names_are_transformers_own():

@@ -8,13 +8,16 @@ from the newest checkpoint in the output folder.
 
 from __future__ import annotations
 
+import typing
+
 from mllm.commands.common import add_config_arguments, config_from_args
+from mllm.config import Stage
 
 
 def add_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--output-dir", help="run folder (overrides train.output_dir)")
-    parser.add_argument("--stage", choices=["align", "sft"], help="overrides train.stage")
+    parser.add_argument("--stage", choices=typing.get_args(Stage), help="overrides train.stage")
 
 
 def run(args) -> int:

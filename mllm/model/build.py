@@ -22,7 +22,7 @@ from mllm.config import Config, ModelConfig
 from mllm.data.processor import CaptionProcessor
 from mllm.model.connectors import ConnectorSpec, build_connector
 from mllm.model.llm import load_llm
-from mllm.model.recipes import apply_recipe, llm_recipe, merge_lora
+from mllm.model.recipes import apply_recipe, check_stage, llm_recipe, merge_lora
 from mllm.model.towers import detect_select_strategy, hidden_state_index, load_vision_tower
 from mllm.run_folder import WEIGHTS_FILE, load_run_config, load_weights, persisted_names
 
@@ -126,6 +126,7 @@ def build_captioner(cfg: Config, work_dir: str | Path, stage: str | None = None,
         llm = dataclasses.replace(previous.llm, dtype=model_cfg.llm.dtype)  # the dtype is this stage's choice too
         model_cfg = dataclasses.replace(model_cfg, vision=vision, llm=llm, connector=previous.connector,
                                         seed=previous.seed)
+    check_stage(model_cfg, stage)
     llava, tokenizer, image_processor, resolved = assemble(model_cfg, Path(work_dir), stage, dtype, training)
     persist = _connector_names(llava)
     if model_cfg.init_from:

@@ -1,9 +1,11 @@
 """Training recipes: which parameters train in each stage, kept apart from the training loop.
 
+- stage `qformer_pretrain` (optional, Q-Former connectors): the connector only, on BLIP-2's
+  representation losses against the frozen tower (mllm.train.qformer_pretrain), no LLM in the loss;
 - stage `align`: the connector only (tower and LLM frozen);
 - stage `sft`: the connector plus the LLM recipe: `frozen`, `lora`, `qlora` (4-bit base + LoRA)
   or `full`;
-- either stage: the last `vision.trainable_layers` tower blocks (-1: the whole tower).
+- any stage: the last `vision.trainable_layers` tower blocks (-1: the whole tower).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 from transformers import LlavaForConditionalGeneration
 
 from mllm.config import ModelConfig, Stage
+from mllm.errors import UsageError
 from mllm.model.towers import encoder_layers
 
 @dataclass(frozen=True)
@@ -36,11 +39,40 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def llm_recipe(cfg: ModelConfig, stage: str) -> Recipe:
-    """The LLM's recipe in `stage`: frozen in `align`, `model.tuning.recipe` in `sft`."""
-    if stage not in typing.get_args(Stage):
+@dataclass(frozen=True)
+class StageRecipe:
+    """What trains in a stage (the connector always does) and the loss it trains on."""
+
+    llm: str | None = "frozen"  # a RECIPES name; None: the config's model.tuning.recipe
+    objective: str = "next_token"  # the loss: a mllm.train.objectives entry
+    connector: str | None = None  # the connector type the stage is for; None: any
+    packs: bool = True  # the objective trains on packed batches (train.packing) too
+
+
+# In the order of the `Stage` Literal (a config lists the ones it trains under `stages:`).
+STAGES: dict[str, StageRecipe] = {
+    "qformer_pretrain": StageRecipe(objective="qformer_pretrain", connector="qformer", packs=False),
+    "align": StageRecipe(),
+    "sft": StageRecipe(llm=None),
+}
+
+
+def stage_recipe(stage: str) -> StageRecipe:
+    if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {typing.get_args(Stage)}")
-    return RECIPES["frozen" if stage == "align" else cfg.tuning.recipe]
+    return STAGES[stage]
+
+
+def check_stage(cfg: ModelConfig, stage: str) -> None:
+    """Refuse a stage that does not apply to this model, before anything is loaded."""
+    wanted = stage_recipe(stage).connector
+    if wanted and cfg.connector.type != wanted:
+        raise UsageError(f"train.stage={stage} needs model.connector.type={wanted}, not {cfg.connector.type}")
+
+
+def llm_recipe(cfg: ModelConfig, stage: str) -> Recipe:
+    """The LLM's recipe in `stage`: the stage's own, or `model.tuning.recipe` (`sft`)."""
+    return RECIPES[stage_recipe(stage).llm or cfg.tuning.recipe]
 
 
 def lora_target_regex(model: LlavaForConditionalGeneration, target: str | list[str]) -> str:

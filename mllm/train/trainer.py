@@ -1,4 +1,5 @@
-"""Training on the HF Trainer: one function per run, one small Trainer subclass for saving.
+"""Training on the HF Trainer: one function per run, one small Trainer subclass that trains the
+stage's objective (mllm.train.objectives) and saves run folders.
 
 The same call runs single-process, under `torchrun`, or under DeepSpeed ZeRO-2/3 (set
 `train.deepspeed` to a JSON config from configs/deepspeed/). Checkpoints hold the config, the
@@ -21,11 +22,14 @@ from mllm.config import Config
 from mllm.data.dataset import CaptionDataset
 from mllm.data.packing import PackedCollator
 from mllm.data.records import read_records
+from mllm.errors import UsageError
 from mllm.model.build import Built, build_captioner
+from mllm.model.recipes import stage_recipe
 from mllm.precision import Choice, announce, resolve_dtype, resolve_precision
-from mllm.run_folder import (LOSS_PLOT_FILE, WEIGHTS_FILE, gather_persisted_state, load_weights, save_run,
-                             write_train_log)
+from mllm.run_folder import (LOSS_PLOT_FILE, WEIGHTS_FILE, gather_persisted_state, load_objective_weights,
+                             load_weights, save_objective_weights, save_run, write_train_log)
 from mllm.train.curves import plot_loss
+from mllm.train.objectives import Objective, build_objective
 from mllm.train.validation import CaptionValidation, Scorer
 
 log = logging.getLogger(__name__)
@@ -47,11 +51,13 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 
 
 class CaptionTrainer(Trainer):
-    """Saves and loads mllm run folders instead of whole `save_pretrained` models."""
+    """Trains a stage's objective; saves and loads mllm run folders instead of whole
+    `save_pretrained` models."""
 
-    def __init__(self, *args, built: Built, run_config: Config, lengths: list[int], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.built, self.run_config, self.lengths = built, run_config, lengths
+    def __init__(self, *args, built: Built, objective: Objective, run_config: Config, lengths: list[int], **kwargs):
+        super().__init__(*args, model=objective.model, **kwargs)
+        self.built, self.objective, self.run_config, self.lengths = built, objective, run_config, lengths
+        self._heads_state: dict | None = None
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy == "group_by_length":
@@ -69,14 +75,27 @@ class CaptionTrainer(Trainer):
         if not (self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.hf_ds_config.is_zero3()):
             return super().save_model(output_dir, _internal_call)
         state = gather_persisted_state(self.built.model, self.built.persist, keep=self.args.should_save)
+        if self.objective.heads:
+            self._heads_state = gather_persisted_state(self.objective.model, set(self.objective.heads()),
+                                                       keep=self.args.should_save)
         self._save(output_dir, state_dict=state)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if self.args.should_save:
-            save_run(self.built, self.run_config, output_dir or self.args.output_dir, state_dict)
+            folder = save_run(self.built, self.run_config, output_dir or self.args.output_dir, state_dict)
+            if self.objective.heads:
+                save_objective_weights(folder, self._heads_state or self.objective.heads())
+        self._heads_state = None
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        load_weights(model or self.model, Path(resume_from_checkpoint) / WEIGHTS_FILE)
+        load_weights(self.built.model, Path(resume_from_checkpoint) / WEIGHTS_FILE)
+        if self.objective.load_heads:
+            self.objective.load_heads(load_objective_weights(resume_from_checkpoint))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.objective.figures and "loss" in logs:
+            logs.update(self.objective.figures())
+        super().log(logs, start_time)
 
 
 def training_device(cfg: Config) -> str:
@@ -160,6 +179,8 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
     set_seed(cfg.train.seed)
     if not cfg.data.train:
         raise ValueError("data.train is not set")
+    if cfg.train.packing and not stage_recipe(cfg.train.stage).packs:
+        raise UsageError(f"train.stage={cfg.train.stage} trains on unpacked batches: set train.packing=false")
     precision = resolve_precision(cfg.train.precision, training_device(cfg))
     announce("training precision", precision)
     _place_rank()
@@ -173,10 +194,11 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
     if not len(dataset):
         raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
     args = training_arguments(cfg, precision)
-    validation = _validation(cfg, built, scorer)
+    objective = build_objective(built, dataset, cfg.train.stage)
+    validation = _validation(cfg, built, scorer) if objective.validates else None
     collate = PackedCollator() if cfg.train.packing else built.processor.collate
-    trainer = CaptionTrainer(model=built.model, args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
-                             data_collator=collate, built=built, run_config=cfg,
+    trainer = CaptionTrainer(args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
+                             data_collator=collate, built=built, objective=objective, run_config=cfg,
                              lengths=dataset.lengths, callbacks=[*(callbacks or []), *filter(None, [validation])])
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
     trainer.train(resume_from_checkpoint=checkpoint)

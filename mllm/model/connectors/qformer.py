@@ -28,11 +28,15 @@ class QFormerConnector(nn.Module):
         self.qformer = Blip2QFormerModel(config)
         self.projection = nn.Linear(hidden_size, llm_width)
 
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+    def query_outputs(self, image_features: torch.Tensor) -> torch.Tensor:
+        """The Q-Former's output per query, `(batch, num_queries, hidden_size)`, before the projection."""
         queries = self.query_tokens.expand(image_features.shape[0], -1, -1).to(image_features.dtype)
         mask = torch.ones(image_features.shape[:-1], dtype=torch.long, device=image_features.device)
         out = self.qformer(query_embeds=queries, encoder_hidden_states=image_features, encoder_attention_mask=mask)
-        return self.projection(out.last_hidden_state)
+        return out.last_hidden_state
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.query_outputs(image_features))
 
 
 @register("qformer")
