@@ -11,9 +11,9 @@ from conftest import ROOT
 
 def test_the_quickstart_configs_list_their_stages():
     assert training_stages(ROOT / "configs" / "quickstart.yaml") == ["sft"]
-    assert training_stages(ROOT / "configs" / "quickstart_qformer.yaml") == ["align", "sft"]
+    assert training_stages(ROOT / "configs" / "quickstart_qformer.yaml") == ["sft"]
     pretrain_first = ROOT / "configs" / "quickstart_qformer_pretrain.yaml"
-    assert training_stages(pretrain_first) == ["qformer_pretrain", "align", "sft"]
+    assert training_stages(pretrain_first) == ["qformer_pretrain", "sft"]
 
 
 def test_stages_come_from_the_config_in_its_order(tmp_path):
