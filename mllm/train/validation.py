@@ -71,25 +71,31 @@ class CaptionValidation(TrainerCallback):
 
 
 def plot_validation(log_history: list[dict], path: str | Path) -> Path | None:
-    """One line per validation figure in [0, 1] (mean words on a second axis) against step."""
+    """One panel per task: a line per validation figure in [0, 1] (mean words dashed, on a second
+    axis) against step."""
     names = sorted({k for row in log_history for k in row if k.startswith(PREFIX)})
     if not names:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    words = ax.twinx()
-    for name in names:
-        points = [(row["step"], row[name]) for row in log_history if name in row]
-        axis = words if name.endswith("mean_words") else ax
-        axis.plot(*zip(*points), marker="o", markersize=3, linestyle="--" if axis is words else "-",
-                  label=name.removeprefix(PREFIX))
-    ax.set_xlabel("step")
-    ax.set_ylabel("score")
-    ax.set_ylim(0, 1.05)
-    words.set_ylabel("mean words")
-    ax.grid(alpha=0.3)
-    handles = ax.get_legend_handles_labels()[0] + words.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right", ncol=2)
-    ax.set_title("validation captions")
+    tasks = sorted({name.removeprefix(PREFIX).split("_", 1)[0] for name in names})
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(8, 3.6 * len(tasks)), squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks):
+        words = ax.twinx()
+        own = [n for n in names if n.removeprefix(PREFIX).split("_", 1)[0] == task]
+        colours = plt.get_cmap("tab20")
+        for i, name in enumerate(own):
+            points = [(row["step"], row[name]) for row in log_history if name in row]
+            axis = words if name.endswith("mean_words") else ax
+            axis.plot(*zip(*points), marker="o", markersize=3, color=colours(i % 20),
+                      linestyle="--" if axis is words else "-", label=name.removeprefix(f"{PREFIX}{task}_"))
+        ax.set_xlabel("step")
+        ax.set_ylabel("score")
+        ax.set_ylim(0, 1.05)
+        words.set_ylabel("mean words")
+        ax.grid(alpha=0.3)
+        handles = ax.get_legend_handles_labels()[0] + words.get_legend_handles_labels()[0]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.12, 1.0), borderaxespad=0)
+        ax.set_title(f"validation captions: {task}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
