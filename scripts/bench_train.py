@@ -24,21 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_sizes import SIZES
+
 STAGES = {"align": ["train.stage=align"], "lora": ["model.tuning.recipe=lora"],
           "qlora": ["model.tuning.recipe=qlora"], "full": ["model.tuning.recipe=full"]}
 BATCHING = {"padded": ["train.group_by_length=false", "train.packing=false"],
             "grouped": ["train.group_by_length=true", "train.packing=false"],
             "packed": ["train.group_by_length=false", "train.packing=true"]}
-SIZES = {
-    "quickstart": {"vision": {"model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 512,
-                              "num_hidden_layers": 3, "num_attention_heads": 2, "image_size": 48, "patch_size": 16},
-                   "llm": None, "image_size": 48},
-    "1.5b": {"vision": {"model_type": "siglip_vision_model", "hidden_size": 768, "intermediate_size": 3072,
-                        "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 224, "patch_size": 16},
-             "llm": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-                     "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-                     "tie_word_embeddings": True}, "image_size": 224},
-}
 FILLER = "a small red square sits just left of a large blue circle near the top of a plain grey background".split()
 
 
@@ -72,21 +64,18 @@ def one_run(args) -> dict:
     from mllm.model.build import build_captioner
     from mllm.model.recipes import unwrap
     from mllm.precision import matmul_seconds, resolve_dtype, resolve_precision
+    from mllm.train.objectives import build_objective
     from mllm.train.trainer import CaptionTrainer, training_arguments, training_device
     from transformers import TrainerCallback
 
     size, work, batching = SIZES[args.size], Path(args.work), args.batching[0]
-    overrides = [f"model.vision.config={json.dumps(size['vision'])}",
-                 "model.vision.image_processor={image_processor_type: SiglipImageProcessor, "
-                 f"size: {{height: {size['image_size']}, width: {size['image_size']}}}}}",
-                 "model.vision.feature_layer=-1", "model.vision.name_or_path=null",
+    overrides = [f"model.vision={json.dumps(size['vision'])}", "model.vision.name_or_path=null",
                  f"data.train={work / 'data' / 'train.jsonl'}", "data.tasks=[detailed]", "data.max_length=512",
                  f"train.output_dir={work / args.stage / batching}", f"train.batch_size={args.batch_size}",
                  f"train.max_steps={args.steps + args.warmup}", "train.save_steps=100000", "train.logging_steps=100000",
                  "train.validation_steps=0", "train.lr=1e-5",
                  *STAGES[args.stage], *BATCHING[batching]]
-    if size["llm"]:
-        overrides.append(f"model.llm.config={json.dumps(size['llm'])}")
+    overrides += [f"model.llm.{key}={json.dumps(value)}" for key, value in size["llm"].items()]
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml", overrides)
     device = training_device(cfg)
     precision = resolve_precision(cfg.train.precision, device)
@@ -95,8 +84,9 @@ def one_run(args) -> dict:
     records, skipped = read_records(cfg.data.train)
     dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
     collate = PackedCollator() if cfg.train.packing else built.processor.collate
-    trainer = CaptionTrainer(model=built.model, args=training_arguments(cfg, precision), train_dataset=dataset,
-                             data_collator=collate, built=built, run_config=cfg, lengths=dataset.lengths)
+    trainer = CaptionTrainer(args=training_arguments(cfg, precision), train_dataset=dataset, data_collator=collate,
+                             built=built, objective=build_objective(built, dataset, cfg.train.stage), run_config=cfg,
+                             lengths=dataset.lengths)
     counts = {"tokens": 0, "slots": 0, "supervised": 0, "seconds": 0.0, "steps": 0}
     step = trainer.training_step
 
@@ -165,7 +155,7 @@ def main() -> int:
         print("RESULT " + json.dumps(one_run(args)), flush=True)
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    spread_dataset(work / "data", args.records, SIZES[args.size]["image_size"])
+    spread_dataset(work / "data", args.records, SIZES[args.size]["vision"]["config"]["image_size"])
     results = []
     for stage in args.stages:
         for batching in args.batching:
