@@ -25,6 +25,7 @@ Stage = Literal["qformer_pretrain", "align", "sft"]  # mllm.model.recipes.STAGES
 Recipe = Literal["frozen", "lora", "qlora", "full"]
 Task = Literal["detailed", "short"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "llava"]
+SamplerName = Literal["uniform", "fps", "scenes"]  # mllm.data.frame_samplers.SAMPLERS
 # transformers' SchedulerType values (tests/test_config.py checks they match).
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -104,8 +105,34 @@ DEFAULT_PROMPTS: dict[str, list[str]] = {
 
 
 @dataclass
+class FrameSamplingConfig:
+    """How a clip's frames are picked (mllm.data.frame_samplers) and how many image tokens it may take."""
+
+    sampler: SamplerName = "uniform"
+    max_frames: int = 8  # uniform: this many; fps and scenes: at most this many, spread over the whole clip
+    fps: float = 1.0  # fps: frames per second of video
+    frames_per_shot: int = 1  # scenes: frames from each shot
+    shot_threshold: float = 27.0  # scenes: PySceneDetect ContentDetector threshold (mean HSV change, 0-255)
+    min_shot_seconds: float = 0.5  # scenes: a cut closer than this to the last one is merged away
+    # A clip's image tokens at most: max_frames is lowered to max_visual_tokens // (one frame's tokens),
+    # so frames never overflow the context (mllm.data.visuals.clip_sampling). None: max_frames alone.
+    max_visual_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.sampler not in typing.get_args(SamplerName):
+            raise ConfigError(f"frame sampling: unknown sampler {self.sampler!r}; known: {typing.get_args(SamplerName)}")
+        for name in ("max_frames", "frames_per_shot", "max_visual_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"frame sampling: {name} must be >= 1, got {value}")
+        if self.fps <= 0 or self.min_shot_seconds < 0:
+            raise ConfigError(f"frame sampling: fps must be > 0 and min_shot_seconds >= 0, got {self.fps}, "
+                              f"{self.min_shot_seconds}")
+
+
+@dataclass
 class DataConfig:
-    """Training data: caption records (JSONL/JSON/CSV/Parquet/LLaVA JSON/HF dataset)."""
+    """Training data: caption records (JSONL/JSON/CSV/Parquet/LLaVA JSON/HF dataset), images and clips."""
 
     train: str | None = None
     eval: str | None = None  # held-out records: evaluation loss (train.eval_steps), caption validation
@@ -115,6 +142,7 @@ class DataConfig:
     prompts: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROMPTS.items()})
     max_length: int = 512
     max_records: int | None = None
+    video: FrameSamplingConfig = field(default_factory=FrameSamplingConfig)  # the frames of video records
 
 
 @dataclass
@@ -143,7 +171,9 @@ class TrainConfig:
     eval_steps: int | None = None  # with data.eval: the evaluation loss every N steps (None: none)
     validation_steps: int = 0  # with data.eval: caption validation records every N steps (0: off)
     validation_samples: int = 32  # how many data.eval records the validation captions
-    num_workers: int = 0
+    # DataLoader workers (decoding and preprocessing); auto: 2 when the data has video records, so
+    # frames decode off the main process, else 0.
+    num_workers: int | Literal["auto"] = "auto"
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/deepspeed/)
     resume: bool = True  # continue from the newest checkpoint-* in output_dir if there is one
     use_cpu: bool = False
@@ -199,7 +229,11 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         unknown = set(value) - names
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+        fields = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**fields)
+        except ConfigError as err:  # a dataclass's own check (__post_init__)
+            raise ConfigError(f"{where}: {err}") from None
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed or isinstance(value, bool):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -37,6 +39,44 @@ def write_colour_dataset(folder: Path, n: int = 8, size: int = 32) -> Path:
                      "short_caption": f"A {colour} square."})
     path = folder / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@functools.cache
+def video_zoo():
+    """tests/data/video_zoo.py (test videos written with PyAV) as a module."""
+    spec = importlib.util.spec_from_file_location("video_zoo", ROOT / "tests" / "data" / "video_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def colour_change_frames(first: str, second: str, count: int = 8, size: int = 32) -> list:
+    """`count` frames of a square in colour `first`, then `second` from the middle frame on."""
+    import numpy as np
+
+    frames = []
+    for i in range(count):
+        frame = np.full((size, size, 3), 245, np.uint8)
+        frame[6:size - 6, 6:size - 6] = COLOURS[first if i < count // 2 else second]
+        frames.append(frame)
+    return frames
+
+
+def write_clip_dataset(folder: Path, n_clips: int = 4, n_images: int = 8) -> Path:
+    """`write_colour_dataset`'s images plus `n_clips` 2-second clips (4 fps, mp4 and mkv in turn) whose
+    square changes colour at 1 s, captioned with the times, all in one JSONL."""
+    path = write_colour_dataset(folder, n=n_images)
+    names = list(COLOURS)
+    rows = []
+    for i in range(n_clips):
+        first, second = names[i % len(names)], names[(i + 3) % len(names)]
+        video = f"clip{i}.{'mp4' if i % 2 == 0 else 'mkv'}"
+        video_zoo().write_video(folder / video, colour_change_frames(first, second), rate=4)
+        rows.append({"key": f"clip{i}", "video": video, "caption": f"At 0.0s a {first} square; at 1.0s it turns {second}.",
+                     "short_caption": f"A {first} square turning {second}."})
+    with path.open("a") as lines:
+        lines.write("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 

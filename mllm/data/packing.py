@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import DataCollatorWithFlattening
 
-from mllm.data.processor import IGNORE_INDEX
+from mllm.data.processor import IGNORE_INDEX, frames_of
 
 
 class PackedCollator:
@@ -34,4 +34,4 @@ class PackedCollator:
         targets = torch.cat([torch.tensor([IGNORE_INDEX]), labels[keep[:-1] + 1]])
         return {"input_ids": row["input_ids"], "position_ids": row["position_ids"], "labels": targets[None],
                 "logits_to_keep": keep, "use_cache": False,
-                "pixel_values": torch.stack([s["pixel_values"] for s in samples])}
+                "pixel_values": frames_of(samples)}

@@ -1,4 +1,15 @@
-"""Turning (image, prompt, caption) into model inputs, with labels masked by construction.
+"""Turning (image or clip, prompt, caption) into model inputs, with labels masked by construction.
+
+An image is `<image>` and a newline before the instruction; a clip is a multi-image prompt, one
+line per frame, its timestamp (seconds from the clip's start, `frame_label`) before its `<image>`
+(`visual_text`):
+
+    0.0s: <image>
+    1.5s: <image>
+    Describe this video in detail.
+
+Each `<image>` expands to `image_seq_length` tokens, as transformers' and vLLM's LLaVA processors
+expand it, so an exported stock Llava reads clips as mllm trained on them.
 
 The prompt goes through the LLM's own chat template; the answer is the rest of the rendered
 conversation (the caption plus the template's end-of-turn), tokenized on its own. Labels are
@@ -10,6 +21,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +29,19 @@ import torch
 from PIL import Image
 
 IGNORE_INDEX = -100
+
+
+def frame_label(timestamp: float) -> str:
+    """The text before a clip frame's image token: its time in seconds, one decimal ("1.5s: ")."""
+    return f"{timestamp:.1f}s: "
+
+
+def visual_text(image_token: str, timestamps: Sequence[float] | None = None) -> str:
+    """What a record shows, as the user turn's text before the instruction: an image is one image
+    token; a clip one `frame_label` + image token line per frame. Each ends with a newline."""
+    if timestamps is None:
+        return f"{image_token}\n"
+    return "".join(f"{frame_label(t)}{image_token}\n" for t in timestamps)
 
 
 class SampleError(ValueError):
@@ -27,6 +52,11 @@ class SampleError(ValueError):
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+
+
+def frames_of(samples: list[dict]) -> torch.Tensor:
+    """The batch's `pixel_values`: every sample's frames, in order."""
+    return torch.cat([s["pixel_values"] if s["pixel_values"].dim() == 4 else s["pixel_values"][None] for s in samples])
 
 
 class CaptionProcessor:
@@ -59,30 +89,39 @@ class CaptionProcessor:
             raise ValueError(f"unknown task {task!r}; known: {sorted(self.prompts)}") from None
         return choices[zlib.crc32(f"{key}|{task}".encode()) % len(choices)] if key else choices[0]
 
-    def _messages(self, prompt: str, caption: str | None = None) -> list[dict]:
+    def _messages(self, prompt: str, caption: str | None = None,
+                  timestamps: Sequence[float] | None = None) -> list[dict]:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-        messages.append({"role": "user", "content": f"{self.image_token}\n{prompt}"})
+        messages.append({"role": "user", "content": visual_text(self.image_token, timestamps) + prompt})
         if caption is not None:
             messages.append({"role": "assistant", "content": caption})
         return messages
 
-    def render_prompt(self, prompt: str) -> str:
-        return self.tokenizer.apply_chat_template(self._messages(prompt), add_generation_prompt=True, tokenize=False)
+    def render_prompt(self, prompt: str, timestamps: Sequence[float] | None = None) -> str:
+        """The chat-templated prompt with one image token per image or frame (`timestamps`: a clip's)."""
+        return self.tokenizer.apply_chat_template(self._messages(prompt, timestamps=timestamps),
+                                                  add_generation_prompt=True, tokenize=False)
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Prompt token ids with the one image token expanded to `image_seq_length` tokens."""
-        if prompt not in self._prompt_cache:
-            ids = self.tokenizer(self.render_prompt(prompt), add_special_tokens=False)["input_ids"]
-            if ids.count(self.image_token_id) != 1:
-                raise SampleError(f"the rendered prompt must hold one {self.image_token!r} token: {prompt!r}")
-            at = ids.index(self.image_token_id)
-            self._prompt_cache[prompt] = ids[:at] + [self.image_token_id] * self.image_seq_length + ids[at + 1:]
-        return self._prompt_cache[prompt]
+    def prompt_ids(self, prompt: str, timestamps: Sequence[float] | None = None) -> list[int]:
+        """Prompt token ids with each image token expanded to `image_seq_length` tokens (images cached)."""
+        cached = self._prompt_cache.get(prompt) if timestamps is None else None
+        if cached is not None:
+            return cached
+        ids = self.tokenizer(self.render_prompt(prompt, timestamps), add_special_tokens=False)["input_ids"]
+        images = 1 if timestamps is None else len(timestamps)
+        if ids.count(self.image_token_id) != images:
+            raise SampleError(f"the rendered prompt must hold {images} {self.image_token!r} token(s): {prompt!r}")
+        expanded = []
+        for token in ids:
+            expanded += [token] * (self.image_seq_length if token == self.image_token_id else 1)
+        if timestamps is None:
+            self._prompt_cache[prompt] = expanded
+        return expanded
 
-    def answer_ids(self, prompt: str, caption: str) -> list[int]:
+    def answer_ids(self, prompt: str, caption: str, timestamps: Sequence[float] | None = None) -> list[int]:
         """The caption and the template's end-of-turn, tokenized apart from the prompt."""
-        head = self.render_prompt(prompt)
-        full = self.tokenizer.apply_chat_template(self._messages(prompt, caption), tokenize=False)
+        head = self.render_prompt(prompt, timestamps)
+        full = self.tokenizer.apply_chat_template(self._messages(prompt, caption, timestamps), tokenize=False)
         if not full.startswith(head):
             raise SampleError("the chat template renders the prompt differently once an answer follows; "
                               "set llm.chat_template to a template that appends the answer")
@@ -99,16 +138,19 @@ class CaptionProcessor:
                 break
         return sorted(set(stops))
 
-    def encode(self, prompt: str, caption: str, record: str = "?") -> Encoded:
-        """Input ids and labels for one sample; raises `SampleError` naming `record`."""
+    def encode(self, prompt: str, caption: str, record: str = "?",
+               timestamps: Sequence[float] | None = None) -> Encoded:
+        """Input ids and labels for one sample (`timestamps`: a clip's frames); raises `SampleError`
+        naming `record`."""
         if not caption or not caption.strip():
             raise SampleError(f"record {record}: empty caption")
-        prompt_ids = self.prompt_ids(prompt)
+        prompt_ids = self.prompt_ids(prompt, timestamps)
         if len(prompt_ids) >= self.max_length:
-            raise SampleError(f"record {record}: the prompt with its {self.image_seq_length} image tokens is "
-                              f"{len(prompt_ids)} tokens, over data.max_length={self.max_length}; truncation "
-                              "would cut image tokens")
-        answer = self.answer_ids(prompt, caption)[: self.max_length - len(prompt_ids)]
+            frames = "" if timestamps is None else f" of {len(timestamps)} frames"
+            raise SampleError(f"record {record}: the prompt with its {prompt_ids.count(self.image_token_id)} image "
+                              f"tokens{frames} is {len(prompt_ids)} tokens, over data.max_length={self.max_length}; "
+                              "truncation would cut image tokens")
+        answer = self.answer_ids(prompt, caption, timestamps)[: self.max_length - len(prompt_ids)]
         if not answer:
             raise SampleError(f"record {record}: the caption has no tokens to supervise")
         return Encoded(prompt_ids + answer, [IGNORE_INDEX] * len(prompt_ids) + answer)
@@ -116,6 +158,9 @@ class CaptionProcessor:
     # -- batches --------------------------------------------------------------------------
     def collate(self, samples: list[dict]) -> dict[str, torch.Tensor | int]:
         """Right-padded training batch from samples `{input_ids, labels, pixel_values}`.
+
+        A sample's `pixel_values` are its frames `(frames, C, H, W)` (one image: `(1, C, H, W)`, or
+        `(C, H, W)`); the batch's are all of them in order, the order of the image tokens they fill.
 
         Logits are only needed where a label is predicted: `logits_to_keep` keeps the positions
         from just before the earliest supervised token on, and `labels` are cut to match, so the
@@ -135,11 +180,13 @@ class CaptionProcessor:
         supervised = (labels != IGNORE_INDEX).any(0).nonzero()
         keep = width - max(int(supervised[0]) - 1, 0) if len(supervised) else width
         return {"input_ids": ids, "labels": labels[:, width - keep:], "logits_to_keep": keep,
-                "attention_mask": mask, "pixel_values": torch.stack([s["pixel_values"] for s in samples])}
+                "attention_mask": mask, "pixel_values": frames_of(samples)}
 
-    def generation_inputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Left-padded prompt ids and attention mask for batched generation."""
-        rows = [self.prompt_ids(p) for p in prompts]
+    def generation_inputs(self, prompts: list[str],
+                          timestamps: list[Sequence[float] | None] | None = None) -> dict[str, torch.Tensor]:
+        """Left-padded prompt ids and attention mask for batched generation; `timestamps[i]`: row i's
+        clip frames (None: an image)."""
+        rows = [self.prompt_ids(p, timestamps[i] if timestamps else None) for i, p in enumerate(prompts)]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -1,10 +1,12 @@
 """Caption records from JSONL, JSON, CSV, Parquet, LLaVA conversation JSON or a HF dataset.
 
-A record is `{key?, image, caption, short_caption?, original_caption?}`; `caption` is the
-detailed caption (DSC), `short_caption` the short one (SSC). LLaVA-format files
+A record is `{key?, image, caption, short_caption?, original_caption?}`, or a clip:
+`{key?, video, start?, end?, caption, ...}` (`start` / `end` in seconds: the clip is that window of
+the video); `caption` is the detailed caption (DSC), `short_caption` the short one (SSC). LLaVA-format files
 (`{id, image, conversations: [{from: human, value}, {from: gpt, value}]}`) give the first answer
-as the caption and its question as the prompt. Records with an empty caption or a missing image
-file are skipped and counted (`SkipReport`), never fatal.
+as the caption and its question as the prompt. Records with an empty caption, a missing image or
+video file, both an image and a video, or a bad window are skipped and counted (`SkipReport`),
+never fatal.
 """
 
 from __future__ import annotations
@@ -26,11 +28,23 @@ JSON list of LLaVA conversation records only."""
 @dataclass
 class CaptionRecord:
     key: str
-    image: str | bytes  # a local path, or encoded image bytes (HF datasets)
+    image: str | bytes | None = None  # a local path, or encoded image bytes (HF datasets); None for a clip
     caption: str = ""
     short_caption: str = ""
     original_caption: str = ""
     prompt: str | None = None  # an instruction that came with the record (LLaVA data)
+    video: str | None = None  # a clip: the video file's path (then `image` is None)
+    start: float | None = None  # the clip's window in the video, seconds (None: its start / end)
+    end: float | None = None
+
+    @property
+    def is_clip(self) -> bool:
+        return self.video is not None
+
+    @property
+    def source(self) -> str:
+        """The file the record shows, for messages."""
+        return self.video if self.is_clip else (self.image if isinstance(self.image, str) else self.key)
 
     def text(self, task: str) -> str:
         return {"detailed": self.caption, "short": self.short_caption, "original": self.original_caption}[task]
@@ -131,8 +145,29 @@ def _from_llava(row: dict) -> dict:
     turns = row.get("conversations") or []
     question = next((t.get("value", "") for t in turns if t.get("from") in ("human", "user")), "")
     answer = next((t.get("value", "") for t in turns if t.get("from") in ("gpt", "assistant")), "")
-    prompt = question.replace("<image>", "").strip() or None
-    return {"key": row.get("id"), "image": row.get("image"), "caption": answer, "prompt": prompt}
+    for placeholder in ("<image>", "<video>") if row.get("video") else ("<image>",):
+        question = question.replace(placeholder, "")
+    prompt = question.strip() or None
+    return {"key": row.get("id"), "image": row.get("image"), "video": row.get("video"), "start": row.get("start"),
+            "end": row.get("end"), "caption": answer, "prompt": prompt}
+
+
+def _window(row: dict) -> tuple[float | None, float | None] | None:
+    """A video record's `(start, end)` in seconds (either may be None); None if they are not a window."""
+    bounds = []
+    for value in (row.get("start"), row.get("end")):
+        if value is None or value == "" or (isinstance(value, float) and value != value):
+            bounds.append(None)
+            continue
+        try:  # CSV cells are strings
+            seconds = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else -1.0
+        except ValueError:
+            return None
+        if not seconds >= 0:  # negative or NaN
+            return None
+        bounds.append(seconds)
+    start, end = bounds
+    return None if start is not None and end is not None and end <= start else (start, end)
 
 
 def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | None = None,
@@ -157,24 +192,34 @@ def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | N
             continue
         image = row.get("image") or row.get("image_path") or row.get("path")
         image = image if isinstance(image, (str, bytes)) else None
+        video = row.get("video") if isinstance(row.get("video"), str) and row.get("video") else None
+        shown = video or image
         key = (_text(row.get("key")) or _text(row.get("id"))
-               or (Path(image).stem if isinstance(image, str) else str(index)))
-        name = f"{path.name}#{index} ({image if isinstance(image, str) else key})"
+               or (Path(shown).stem if isinstance(shown, str) else str(index)))
+        name = f"{path.name}#{index} ({shown if isinstance(shown, str) else key})"
         caption = _text(row.get("caption"))
         short = _text(row.get("short_caption"))
         if not caption and not short:
             skipped.add("empty caption", name)
             continue
-        if not image:
-            skipped.add("no image field", name)
+        if not image and not video:
+            skipped.add("no image or video field", name)
             continue
-        if isinstance(image, str):
-            image_path = Path(image) if Path(image).is_absolute() else root / image
-            if not image_path.is_file():
-                skipped.add("missing image file", f"{path.name}#{index} ({image_path})")
+        if image and video:
+            skipped.add("both an image and a video", name)
+            continue
+        window = _window(row) if video else (None, None)
+        if window is None:
+            skipped.add("bad start/end (numbers, 0 <= start < end)", name)
+            continue
+        if isinstance(shown, str):
+            file = Path(shown) if Path(shown).is_absolute() else root / shown
+            if not file.is_file():
+                skipped.add(f"missing {'video' if video else 'image'} file", f"{path.name}#{index} ({file})")
                 continue
-            image = str(image_path)
-        records.append(CaptionRecord(key=key, image=image, caption=caption, short_caption=short,
+            shown = str(file)
+        records.append(CaptionRecord(key=key, image=None if video else shown, caption=caption, short_caption=short,
                                      original_caption=_text(row.get("original_caption")),
-                                     prompt=_text(row.get("prompt")) or None))
+                                     prompt=_text(row.get("prompt")) or None, video=shown if video else None,
+                                     start=window[0], end=window[1]))
     return records, skipped

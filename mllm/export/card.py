@@ -214,7 +214,10 @@ def render_card(exported: Exported, run_dir: str | Path, options: CardOptions | 
     parts.append("## Tasks and prompts\n")
     parts += [f"- `{task}`: \"{prompt}\"" for task, prompt in exported.prompts.items()]
     parts.append("\nThe user turn is `<image>` + newline + the instruction, rendered with the chat template "
-                 "(`add_generation_prompt=True`); greedy decoding reproduces the captions of `mllm caption`.\n")
+                 "(`add_generation_prompt=True`); greedy decoding reproduces the captions of `mllm caption`. "
+                 "A video clip is several images in one prompt: one line per frame, its time in seconds from the "
+                 "clip's start (one decimal) before its image, `0.0s: <image>` newline `1.5s: <image>` newline, then "
+                 "the instruction; as list content, a text part `\"0.0s: \"` before each image part.\n")
     parts += ["## Usage\n", "### transformers\n", transformers_snippet(exported, repo), ""]
     if not exported.bundled:
         parts.append("### vLLM\n")

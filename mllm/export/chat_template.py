@@ -3,13 +3,17 @@
 An LLM's template concatenates `message['content']` as a string, so the standard multimodal form
 (`content: [{"type": "image"}, {"type": "text", "text": ...}]`, what vLLM's chat and most clients
 send) fails in it. The preamble rewrites each message to the string form the run trained on (an
-image part becomes the image token and a newline, text parts are joined) and, when the run set a
-system prompt and the conversation has none, puts it first. Then the LLM's template runs unchanged.
+image part becomes the image token and a newline, text parts are joined, so a clip is
+`[{"type": "text", "text": "0.0s: "}, {"type": "image"}, {"type": "text", "text": "1.5s: "}, ...]`)
+and, when the run set a system prompt and the conversation has none, puts it first. Then the LLM's template runs unchanged.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+
+from mllm.data.processor import frame_label, visual_text
 
 IMAGE_PARTS = ("image", "image_url", "image_pil")
 
@@ -50,9 +54,12 @@ def multimodal_chat_template(text_template: str, image_token: str, system_prompt
     return constants + PREAMBLE + text_template
 
 
-def message_forms(image_token: str, prompt: str) -> dict[str, list[dict]]:
-    """One user turn with one image, in each form the template accepts."""
+def message_forms(image_token: str, prompt: str, timestamps: Sequence[float] | None = None) -> dict[str, list[dict]]:
+    """One user turn with one image (`timestamps` None) or a clip's frames, in each form the template
+    accepts: the list form puts each frame's time label as a text part before its image part."""
+    parts = [{"type": "image"}] if timestamps is None else [
+        part for t in timestamps for part in ({"type": "text", "text": frame_label(t)}, {"type": "image"})]
     return {
-        "string": [{"role": "user", "content": f"{image_token}\n{prompt}"}],
-        "list": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
+        "string": [{"role": "user", "content": visual_text(image_token, timestamps) + prompt}],
+        "list": [{"role": "user", "content": [*parts, {"type": "text", "text": prompt}]}],
     }

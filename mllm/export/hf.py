@@ -144,23 +144,30 @@ def bundled_processor(processor: CaptionProcessor):
                                   image_seq_length=processor.image_seq_length)
 
 
+CHECK_CLIP = (0.0, 1.5)
+"""Frame times of the clip the export check renders beside the image."""
+
+
 def check_processor(exported, processor: CaptionProcessor) -> None:
-    """The exported processor must give the prompt ids the run trained and captions with."""
+    """The exported processor must give the prompt ids the run trained and captions with, for an
+    image and for a clip (several images, their times in the text)."""
     prompt = processor.task_prompt(next(iter(processor.prompts)))
     image = _probe_image(processor.image_processor)
-    inputs = exported(images=[image], text=[processor.render_prompt(prompt)], add_special_tokens=False,
-                      return_tensors="pt")
-    expected = processor.prompt_ids(prompt)
-    if inputs["input_ids"][0].tolist() != expected:
-        raise ExportError("the exported processor renders the prompt differently from the run's processor: "
-                          f"{inputs['input_ids'][0].tolist()} != {expected}")
-    if not torch.equal(inputs["pixel_values"], processor.pixel_values([image])):
-        raise ExportError("the exported image processor gives different pixel values from the run's")
-    for form, messages in message_forms(processor.image_token, prompt).items():
-        rendered = exported.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if rendered != processor.render_prompt(prompt):
-            raise ExportError(f"the exported chat template renders {form} message content differently from "
-                              f"the run's prompt: {rendered!r} != {processor.render_prompt(prompt)!r}")
+    for timestamps in (None, CHECK_CLIP):
+        frames = [image] * (1 if timestamps is None else len(timestamps))
+        expected_text = processor.render_prompt(prompt, timestamps)
+        inputs = exported(images=frames, text=[expected_text], add_special_tokens=False, return_tensors="pt")
+        expected = processor.prompt_ids(prompt, timestamps)
+        if inputs["input_ids"][0].tolist() != expected:
+            raise ExportError("the exported processor renders the prompt differently from the run's processor: "
+                              f"{inputs['input_ids'][0].tolist()} != {expected}")
+        if not torch.equal(inputs["pixel_values"], processor.pixel_values(frames)):
+            raise ExportError("the exported image processor gives different pixel values from the run's")
+        for form, messages in message_forms(processor.image_token, prompt, timestamps).items():
+            rendered = exported.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            if rendered != expected_text:
+                raise ExportError(f"the exported chat template renders {form} message content differently from "
+                                  f"the run's prompt: {rendered!r} != {expected_text!r}")
 
 
 def connector_settings(llava) -> dict:
@@ -218,7 +225,8 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     processor = built.processor
     settings = cfg.generation.get(task) or next(iter(cfg.generation.values()))
     llava.generation_config = generation_config(llava, processor, settings)
-    processor.tokenizer.padding_side = "left"  # batched generation
+    # Batched generation pads on the left; transformers saves a tokenizer's init kwargs, not the attribute.
+    processor.tokenizer.padding_side = processor.tokenizer.init_kwargs["padding_side"] = "left"
     connector = cfg.model.connector.type
     bundled = connector not in STOCK_CONNECTORS
     model = bundled_model(llava) if bundled else llava

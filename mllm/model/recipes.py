@@ -47,11 +47,13 @@ class StageRecipe:
     objective: str = "next_token"  # the loss: a mllm.train.objectives entry
     connector: str | None = None  # the connector type the stage is for; None: any
     packs: bool = True  # the objective trains on packed batches (train.packing) too
+    clips: bool = True  # the objective trains on clip records too (else they are skipped and counted)
 
 
 # In the order of the `Stage` Literal (a config lists the ones it trains under `stages:`).
 STAGES: dict[str, StageRecipe] = {
-    "qformer_pretrain": StageRecipe(objective="qformer_pretrain", connector="qformer", packs=False),
+    "qformer_pretrain": StageRecipe(objective="qformer_pretrain", connector="qformer", packs=False,
+                                    clips=False),
     "align": StageRecipe(),
     "sft": StageRecipe(llm=None),
 }

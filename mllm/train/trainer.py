@@ -103,7 +103,18 @@ def training_device(cfg: Config) -> str:
     return "cuda" if torch.cuda.is_available() and not cfg.train.use_cpu else "cpu"
 
 
-def training_arguments(cfg: Config, precision: Choice) -> TrainingArguments:
+def loader_workers(cfg: Config, *datasets: CaptionDataset | None) -> int:
+    """`train.num_workers`; `auto`: when the data has clips, 2 (1 on a one-core machine), so frames
+    decode in DataLoader workers, not in the training process; else 0."""
+    if cfg.train.num_workers != "auto":
+        return cfg.train.num_workers
+    if not any(d is not None and d.has_clips for d in datasets):
+        return 0
+    return min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def training_arguments(cfg: Config, precision: Choice, num_workers: int | None = None) -> TrainingArguments:
+    """`num_workers`: the DataLoader's (default: `loader_workers(cfg)`, with no data known)."""
     t = cfg.train
     return TrainingArguments(
         output_dir=t.output_dir,
@@ -127,7 +138,7 @@ def training_arguments(cfg: Config, precision: Choice) -> TrainingArguments:
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if cfg.data.eval and t.eval_steps else "no",
         eval_steps=t.eval_steps,
-        dataloader_num_workers=t.num_workers,
+        dataloader_num_workers=loader_workers(cfg) if num_workers is None else num_workers,
         deepspeed=t.deepspeed,
         use_cpu=training_device(cfg) == "cpu",
         report_to=t.report_to,
@@ -147,7 +158,8 @@ def _eval_dataset(cfg: Config, built: Built) -> CaptionDataset | None:
     if not (cfg.data.eval and cfg.train.eval_steps):
         return None
     records, skipped = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root)
-    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
+    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped, cfg.data.video,
+                             clips=stage_recipe(cfg.train.stage).clips)
     if not len(dataset):
         raise ValueError(f"{cfg.data.eval}: no usable evaluation samples ({skipped.summary()})")
     return dataset
@@ -161,6 +173,11 @@ def _validation(cfg: Config, built: Built, scorer: Scorer | None) -> CaptionVali
     from mllm.infer.sources import SourceItem
 
     records, _ = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root, cfg.train.validation_samples)
+    if any(r.is_clip for r in records):  # the captioning engine reads images only, for now
+        log.warning("caption validation skips the clip records of %s", cfg.data.eval)
+        records = [r for r in records if not r.is_clip]
+        if not records:
+            return None
     tasks = tuple(cfg.data.tasks)
     items = [SourceItem(r.key, r.image, None, ref=r.key) for r in records]
 
@@ -189,15 +206,17 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
     built = build_captioner(cfg, out, dtype=dtype,
                             gradient_checkpointing=cfg.train.gradient_checkpointing)
     records, skipped = read_records(cfg.data.train, cfg.data.format, cfg.data.image_root, cfg.data.max_records)
-    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped)
+    dataset = CaptionDataset(records, built.processor, cfg.data.tasks, skipped, cfg.data.video,
+                             clips=stage_recipe(cfg.train.stage).clips)
     log.warning("training on %d samples from %d records; %s", len(dataset), len(records), skipped.summary())
     if not len(dataset):
         raise ValueError(f"{cfg.data.train}: no usable training samples ({skipped.summary()})")
-    args = training_arguments(cfg, precision)
+    eval_dataset = _eval_dataset(cfg, built)
+    args = training_arguments(cfg, precision, loader_workers(cfg, dataset, eval_dataset))
     objective = build_objective(built, dataset, cfg.train.stage)
     validation = _validation(cfg, built, scorer) if objective.validates else None
     collate = PackedCollator() if cfg.train.packing else built.processor.collate
-    trainer = CaptionTrainer(args=args, train_dataset=dataset, eval_dataset=_eval_dataset(cfg, built),
+    trainer = CaptionTrainer(args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                              data_collator=collate, built=built, objective=objective, run_config=cfg,
                              lengths=dataset.lengths, callbacks=[*(callbacks or []), *filter(None, [validation])])
     checkpoint = get_last_checkpoint(str(out)) if cfg.train.resume and out.is_dir() else None
@@ -205,8 +224,8 @@ def train(cfg: Config, callbacks: list | None = None, scorer: Scorer | None = No
     trainer.save_model(str(out))
     if args.should_save:
         history = trainer.state.log_history
-        write_train_log(out, {"log_history": history, "skipped": dict(skipped.counts),
-                              "image_decode_failures": dataset.decode_failures,
+        failures = {f"{kind}_decode_failures": n for kind, n in dataset.decode_failures_by_kind().items()}
+        write_train_log(out, {"log_history": history, "skipped": dict(skipped.counts), **failures,
                               "precision": precision.precision, "precision_reason": precision.reason})
         plot_loss(history, out / LOSS_PLOT_FILE, title=f"{cfg.train.stage} loss")
     return out

@@ -52,12 +52,14 @@ class _Encoded:
 
 
 class _FakeProcessor:
-    """The three calls CaptionDataset makes, without a tokenizer."""
+    """What CaptionDataset uses, without a tokenizer."""
+
+    image_seq_length = 4
 
     def task_prompt(self, task, key=""):
         return "Describe."
 
-    def encode(self, prompt, caption, record="?"):
+    def encode(self, prompt, caption, record="?", timestamps=None):
         return _Encoded()
 
     def pixel_values(self, images):

@@ -20,6 +20,7 @@ from transformers import DynamicCache, StoppingCriteriaList
 
 from mllm.config import DType, GenerationSettings
 from mllm.data.processor import CaptionProcessor
+from mllm.data.visuals import Visual
 from mllm.infer.backends.hf_decode import LoopStop, decode_dropping_finished
 from mllm.infer.batch_size import fitting_batch_size
 from mllm.infer.guards import LoopGuard
@@ -103,12 +104,19 @@ class Captioner:
 
     @torch.inference_mode()
     def generate(self, pixel_values: torch.Tensor, task: str, settings: GenerationSettings | None = None,
-                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
+                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None,
+                 timestamps: list[tuple[float, ...] | None] | None = None) -> list[GeneratedText]:
         """Caption a batch of preprocessed images; `prompts` overrides the task's instruction per row;
-        with `loop_guard`, a row whose tokens loop stops there (the engine then cuts the caption)."""
+        with `loop_guard`, a row whose tokens loop stops there (the engine then cuts the caption).
+        `timestamps[i]`: row i is a clip with frames at those times (None: an image); `pixel_values`
+        then hold every row's frames, row after row."""
         settings = settings or GenerationSettings()
-        prompts = prompts or [self.processor.task_prompt(task)] * len(pixel_values)
-        inputs = self.processor.generation_inputs(prompts)
+        rows = len(timestamps) if timestamps is not None else len(pixel_values)
+        if settings.num_beams > 1 and any(t is not None and len(t) != 1 for t in timestamps or []):
+            raise ValueError("beam search over clips is not supported: transformers repeats each image for "
+                             "the beams, not each row's frames")
+        prompts = prompts or [self.processor.task_prompt(task)] * rows
+        inputs = self.processor.generation_inputs(prompts, timestamps)
         dtype = next(unwrap(self.model).model.multi_modal_projector.parameters()).dtype
         input_ids, attention_mask = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)
         kwargs = self._generate_kwargs(settings, input_ids.shape[1], loop_guard)
@@ -152,4 +160,17 @@ class Captioner:
             out += self.generate(self.preprocessor(chunk), task, settings, chunk_prompts)
         return out
 
-
+    def caption_visuals(self, visuals: list[Visual], task: str,
+                        settings: GenerationSettings | None = None) -> list[GeneratedText]:
+        """Caption images and clips (`mllm.data.visuals.Visual`, e.g. from `load_visual`), one row
+        each, in batches of `settings.batch_size` rows (`auto`: the one-image batch over the most frames)."""
+        settings = settings or GenerationSettings()
+        size = settings.batch_size
+        if size == "auto":
+            size = max(1, self.auto_batch_size(settings, task) // max(len(v.images) for v in visuals))
+        out: list[GeneratedText] = []
+        for start in range(0, len(visuals), size):
+            chunk = visuals[start:start + size]
+            pixels = self.preprocessor([image for visual in chunk for image in visual.images])
+            out += self.generate(pixels, task, settings, timestamps=[visual.timestamps for visual in chunk])
+        return out
