@@ -120,7 +120,7 @@ class FrameSamplingConfig:
 
     def __post_init__(self):
         if self.sampler not in typing.get_args(SamplerName):
-            raise ConfigError(f"frame sampling: unknown sampler {self.sampler!r}; known: {typing.get_args(SamplerName)}")
+            raise ConfigError(f"unknown frame sampler {self.sampler!r}; known: {typing.get_args(SamplerName)}")
         for name in ("max_frames", "frames_per_shot", "max_visual_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
