@@ -80,6 +80,26 @@ def write_clip_dataset(folder: Path, n_clips: int = 4, n_images: int = 8) -> Pat
     return path
 
 
+class FakeProcessor:
+    """What `CaptionDataset` uses of a processor, without a tokenizer: every sample is 3 tokens, each
+    image 4x4 pixels."""
+
+    image_seq_length = 4
+
+    def task_prompt(self, task, key=""):
+        return "Describe."
+
+    def encode(self, prompt, caption, record="?", timestamps=None):
+        from mllm.data.processor import Encoded
+
+        return Encoded([1, 2, 3], [-100, 2, 3])
+
+    def pixel_values(self, images):
+        import torch
+
+        return torch.zeros(len(images), 3, 4, 4)
+
+
 def tiny_config(data: Path, out: Path, *overrides: str) -> Config:
     return load_config(TINY, [f"data.train={data}", f"train.output_dir={out}", *overrides])
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import COLOURS, TINY, tiny_config, video_zoo, write_clip_dataset
+from conftest import COLOURS, TINY, FakeProcessor, tiny_config, video_zoo, write_clip_dataset
 from PIL import Image
 
 from mllm.cli import main
@@ -114,23 +114,6 @@ def test_the_visual_token_cap_samples_fewer_frames(tiny):
     assert not uncapped.items and "image tokens of 8 frames" in uncapped.skipped.summary()
 
 
-class _Encoded:
-    input_ids, labels = [1, 2, 3], [-100, 2, 3]
-
-
-class _FakeProcessor:
-    image_seq_length = 4
-
-    def task_prompt(self, task, key=""):
-        return "Describe."
-
-    def encode(self, prompt, caption, record="?", timestamps=None):
-        return _Encoded()
-
-    def pixel_values(self, images):
-        return torch.zeros(len(images), 3, 4, 4)
-
-
 def test_broken_videos_and_images_are_skipped_and_counted_by_kind_in_workers(tmp_path):
     good = video_zoo().numbered_video(tmp_path / "good.mkv", count=20)
     (tmp_path / "bad.mp4").write_bytes(b"not a video" * 50)
@@ -143,20 +126,20 @@ def test_broken_videos_and_images_are_skipped_and_counted_by_kind_in_workers(tmp
                CaptionRecord("i0", str(tmp_path / "good.png"), caption=image),
                CaptionRecord("c2", video=str(tmp_path / "bad.mp4"), caption=clip),
                CaptionRecord("c3", video=str(good), caption=clip)]
-    dataset = CaptionDataset(records, _FakeProcessor(), ["detailed"], sampling=FrameSamplingConfig(max_frames=3))
+    dataset = CaptionDataset(records, FakeProcessor(), ["detailed"], sampling=FrameSamplingConfig(max_frames=3))
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=lambda s: s)
     frames = [sample["pixel_values"].shape[0] for batch in loader for sample in batch]
     assert frames == [3, 3, 1, 1, 3, 3]  # each bad one replaced by the good sample after it
     assert dataset.decode_failures_by_kind() == {"image": 1, "video": 2}  # each met once, in a worker
     cfg = load_config(TINY)
     assert cfg.train.num_workers == "auto" and loader_workers(cfg, dataset) >= 1  # clips decode in workers
-    assert loader_workers(cfg, CaptionDataset(records[2:4], _FakeProcessor(), ["detailed"])) == 0
+    assert loader_workers(cfg, CaptionDataset(records[2:4], FakeProcessor(), ["detailed"])) == 0
 
 
 def test_a_stage_that_trains_on_images_skips_clip_records():
     assert not stage_recipe("qformer_pretrain").clips and stage_recipe("sft").clips
     records = [CaptionRecord("c0", video="v.mp4", caption="A clip."), CaptionRecord("i0", "a.png", caption="An image.")]
-    dataset = CaptionDataset(records, _FakeProcessor(), ["detailed"], clips=False)
+    dataset = CaptionDataset(records, FakeProcessor(), ["detailed"], clips=False)
     assert [item[0].key for item in dataset.items] == ["i0"]
     assert dataset.skipped.counts == {"a clip (this stage trains on images)": 1}
 

@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from conftest import FakeProcessor
+
 from mllm.data.dataset import CaptionDataset
 from mllm.data.records import read_records
 
@@ -46,26 +48,6 @@ def test_the_llava_format_is_accepted_by_name(tmp_path):
     assert skipped.total == 1 and "not a LLaVA record" in skipped.summary()
 
 
-class _Encoded:
-    def __init__(self):
-        self.input_ids, self.labels = [1, 2, 3], [-100, 2, 3]
-
-
-class _FakeProcessor:
-    """What CaptionDataset uses, without a tokenizer."""
-
-    image_seq_length = 4
-
-    def task_prompt(self, task, key=""):
-        return "Describe."
-
-    def encode(self, prompt, caption, record="?", timestamps=None):
-        return _Encoded()
-
-    def pixel_values(self, images):
-        return torch.zeros(len(images), 3, 4, 4)
-
-
 def test_decode_failures_in_dataloader_workers_are_counted(tmp_path):
     from mllm.data.records import CaptionRecord
 
@@ -73,7 +55,7 @@ def test_decode_failures_in_dataloader_workers_are_counted(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     records = [CaptionRecord(f"k{i}", str(tmp_path / "bad.png" if i % 2 else good), caption="A square.")
                for i in range(8)]
-    dataset = CaptionDataset(records, _FakeProcessor(), ["detailed"])
+    dataset = CaptionDataset(records, FakeProcessor(), ["detailed"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=lambda s: s)
     assert sum(len(batch) for batch in loader) == 8
     assert dataset.decode_failures == 4  # each bad record is met once, in a worker

@@ -101,8 +101,8 @@ def test_clip_trained_mlp_export_captions_clips_in_vllm_like_mllm(clip_run, inpu
     generated, prompt_ids, prompt = mllm_captions(run, visuals)
     out = rows.parent / "vllm.json"
     # -I: mllm's PYTHONPATH stays out; the script imports vLLM and PIL only
-    done = subprocess.run([str(vllm_python), "-I", str(HERE / "vllm_clip_caption.py"), str(export), prompt,
-                           str(rows), str(out)], cwd=out.parent, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([str(vllm_python), "-I", str(HERE / "vllm_caption.py"), str(export), prompt, str(out),
+                           "--rows", str(rows)], cwd=out.parent, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     served = json.loads(out.read_text())
     assert served["prompt_token_ids"] == prompt_ids
