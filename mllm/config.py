@@ -117,6 +117,10 @@ class FrameSamplingConfig:
     # A clip's image tokens at most: max_frames is lowered to max_visual_tokens // (one frame's tokens),
     # so frames never overflow the context (mllm.data.visuals.clip_sampling). None: max_frames alone.
     max_visual_tokens: int | None = None
+    # Captioning (`mllm caption`, `mllm recaption`): a video (or a manifest row's start-end) longer than
+    # this is split into equal windows of at most this many seconds, each sampled and captioned as above,
+    # and a whole-video caption is written from the window captions (mllm.infer.windows). None: one window.
+    window_seconds: float | None = None
 
     def __post_init__(self):
         if self.sampler not in typing.get_args(SamplerName):
@@ -125,6 +129,9 @@ class FrameSamplingConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"frame sampling: {name} must be >= 1, got {value}")
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise ConfigError(f"frame sampling: window_seconds must be > 0 (or null: no windows), got "
+                              f"{self.window_seconds}")
         if self.fps <= 0 or self.min_shot_seconds < 0:
             raise ConfigError(f"frame sampling: fps must be > 0 and min_shot_seconds >= 0, got {self.fps}, "
                               f"{self.min_shot_seconds}")

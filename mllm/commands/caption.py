@@ -1,4 +1,4 @@
-"""Caption images with a trained model into one JSONL or Parquet file, written as it goes.
+"""Caption images and videos with a trained model into one JSONL or Parquet file, written as it goes.
 
     mllm caption --model runs/tiny --images DIR_OR_MANIFEST --out captions.jsonl --tasks detailed
 
@@ -14,7 +14,8 @@ from mllm.commands.common import add_engine_arguments, engine_config, generation
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="a run folder from `mllm train`")
-    parser.add_argument("--images", required=True, help="a folder of images or a JSONL/CSV/Parquet manifest")
+    parser.add_argument("--images", required=True, help="a folder of images and videos, or a JSONL/CSV/Parquet manifest (an `image` or "
+                        "`video` path per row)")
     parser.add_argument("--out", required=True, help="output .jsonl or .parquet")
     add_engine_arguments(parser)
 
@@ -33,7 +34,7 @@ def run(args) -> int:
     from mllm.infer.sources.manifest import MANIFEST_SUFFIXES
 
     model = run_folder(args.model)
-    engine = engine_config(args, default_tasks="detailed")
+    engine = engine_config(args, default_tasks="detailed", model=model)
     settings = task_settings(model, engine.tasks, generation_overrides(args))
     images = Path(args.images)
     if not images.exists():
@@ -48,7 +49,7 @@ def run(args) -> int:
                                                     settings), listing)
     backend = backend_class(args.engine)
     backend.check_settings(settings.values())
-    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype)
+    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype, video=engine.video)
     summary = caption_file(captioner, source, config, settings)
     print(f"wrote {args.out}: {summary.format()}")
     return 0

@@ -57,20 +57,27 @@ def add_engine_arguments(parser) -> None:
     g.add_argument("--tasks", default=None, help="comma-separated: short, detailed")
     g.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     g.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default 64M; 0 = off)")
-    g.add_argument("--max-file-mb", type=float, help="files larger than this are error rows (default 256; 0 = off)")
+    g.add_argument("--max-file-mb", type=float,
+                   help="files larger than this are error rows (default 256 for images, 4096 for videos; 0 = off)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if a GPU is there)")
     g.add_argument("--dtype", default="auto", choices=get_args(DType),
                    help="weights and compute dtype (default auto: bf16 where the device does it natively, "
                         "fp16 on a GPU without bf16, else float32)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--video", action="append", default=[], metavar="KEY=VALUE",
+                   help="how videos are sampled, over the run's data.video (repeatable): e.g. window_seconds=30 "
+                        "(longer videos: captioned in windows, then as a whole), max_frames=16, sampler=fps, fps=2")
     add_generation_arguments(parser)
 
 
-def engine_config(args, default_tasks: str):
-    """The EngineConfig the flags ask for (tasks checked by name)."""
+def engine_config(args, default_tasks: str, model: Path):
+    """The EngineConfig the flags ask for (tasks checked by name; videos sampled per the run's
+    `data.video` and `--video`)."""
     from mllm.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+    from mllm.data.video import DEFAULT_MAX_BYTES as DEFAULT_MAX_VIDEO_BYTES
     from mllm.infer.engine import EngineConfig
     from mllm.infer.rows import TASKS
+    from mllm.infer.settings import video_settings
 
     tasks = tuple(t.strip() for t in (args.tasks or default_tasks).split(",") if t.strip())
     unknown = [t for t in tasks if t not in TASKS]
@@ -79,7 +86,9 @@ def engine_config(args, default_tasks: str):
     if args.num_workers < 0:
         raise UsageError(f"--num-workers {args.num_workers} must be >= 0")
     max_bytes = DEFAULT_MAX_BYTES if args.max_file_mb is None else int(args.max_file_mb * 2**20)
+    max_video_bytes = DEFAULT_MAX_VIDEO_BYTES if args.max_file_mb is None else max_bytes
     return EngineConfig(tasks=tasks, backend=args.engine, num_workers=args.num_workers, max_bytes=max_bytes,
+                        max_video_bytes=max_video_bytes, video=video_settings(model, args.video),
                         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels)
 
 

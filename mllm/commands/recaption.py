@@ -1,4 +1,5 @@
-"""Recaption a folder / manifest / HF dataset / webdataset into Parquet shards (resumable, shardable).
+"""Recaption a folder / manifest / HF dataset / webdataset of images and videos into Parquet shards
+(resumable, shardable).
 
     mllm recaption --model runs/tiny --images photos/ --out recap/
     mllm recaption --model runs/tiny --webdataset 'shards/*.tar' --out recap/
@@ -19,8 +20,9 @@ from mllm.commands.common import add_engine_arguments, engine_config, generation
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="a run folder from `mllm train`")
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--images", help="a folder of images (recursive; `<name>.txt` = original caption)")
-    inputs.add_argument("--manifest", help="a JSONL / CSV / Parquet file with image path, key, caption columns")
+    inputs.add_argument("--images", help="a folder of images and videos (recursive; `<name>.txt` = original caption)")
+    inputs.add_argument("--manifest", help="a JSONL / CSV / Parquet file with image (or video, start, end), key, caption "
+                        "columns")
     inputs.add_argument("--dataset", help="a local HF dataset folder (imagefolder, parquet, save_to_disk)")
     inputs.add_argument("--webdataset", help="a glob of webdataset tar shards (img2dataset layout), quoted")
     parser.add_argument("--image-column", help="manifest / dataset image column (default: image / the Image column)")
@@ -49,7 +51,7 @@ def run(args) -> int:
     from mllm.infer.sources import open_source
 
     model = run_folder(args.model)
-    engine = engine_config(args, default_tasks="short,detailed")
+    engine = engine_config(args, default_tasks="short,detailed", model=model)
     if args.rows_per_shard < 1:
         raise UsageError(f"--rows-per-shard {args.rows_per_shard} must be >= 1")
     settings = task_settings(model, engine.tasks, generation_overrides(args))
@@ -67,7 +69,7 @@ def run(args) -> int:
     backend.check_settings(settings.values())
     if args.ray:
         return _run_on_ray(args, model, source, config, settings)
-    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype)
+    captioner = backend.load(model, device=args.device or default_device(), dtype=args.dtype, video=engine.video)
     summary = recaption(captioner, source, config, settings)
     print(f"{args.out}: {summary.format()}")
     return 0
@@ -94,7 +96,8 @@ def _run_on_ray(args, model, source, config, settings) -> int:
         raise UsageError("--ray needs Ray: pip install 'mllm[ray]'") from None
     model = model.resolve()  # the workers may run on other machines: absolute paths
     job = dataclasses.replace(config, out_dir=os.path.abspath(args.out))
-    make_captioner = functools.partial(load_backend, args.engine, str(model), args.device, args.dtype)
+    make_captioner = functools.partial(load_backend, args.engine, str(model), args.device, args.dtype,
+                                       video=config.engine.video)
     summary = recaption_on_ray(make_captioner, source, RayConfig(job, workers=args.ray_workers), settings,
                                model.name, weights_revision(model), address=None if args.ray == "local" else args.ray)
     print(f"{args.out}: {summary.format()}")

@@ -186,7 +186,21 @@ class CaptionProcessor:
                           timestamps: list[Sequence[float] | None] | None = None) -> dict[str, torch.Tensor]:
         """Left-padded prompt ids and attention mask for batched generation; `timestamps[i]`: row i's
         clip frames (None: an image)."""
-        rows = [self.prompt_ids(p, timestamps[i] if timestamps else None) for i, p in enumerate(prompts)]
+        return self._left_padded([self.prompt_ids(p, timestamps[i] if timestamps else None)
+                                  for i, p in enumerate(prompts)])
+
+    def text_generation_inputs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """As `generation_inputs` for prompts with no image (e.g. a whole-video caption from window captions)."""
+        return self._left_padded([self.text_prompt_ids(p) for p in prompts])
+
+    def text_prompt_ids(self, prompt: str) -> list[int]:
+        """The chat-templated prompt of a user turn with text alone."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        text = self.tokenizer.apply_chat_template([*messages, {"role": "user", "content": prompt}],
+                                                  add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _left_padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -152,7 +152,7 @@ def _from_llava(row: dict) -> dict:
             "end": row.get("end"), "caption": answer, "prompt": prompt}
 
 
-def _window(row: dict) -> tuple[float | None, float | None] | None:
+def clip_window(row: dict) -> tuple[float | None, float | None] | None:
     """A video record's `(start, end)` in seconds (either may be None); None if they are not a window."""
     bounds = []
     for value in (row.get("start"), row.get("end")):
@@ -208,7 +208,7 @@ def read_records(path: str | Path, fmt: str = "auto", image_root: str | Path | N
         if image and video:
             skipped.add("both an image and a video", name)
             continue
-        window = _window(row) if video else (None, None)
+        window = clip_window(row) if video else (None, None)
         if window is None:
             skipped.add("bad start/end (numbers, 0 <= start < end)", name)
             continue

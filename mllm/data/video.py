@@ -35,6 +35,11 @@ from mllm.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError
 DEFAULT_MAX_BYTES = 4 * 1024**3
 """Files larger than this (4 GiB) are refused before anything is read."""
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
+                            ".flv", ".wmv", ".3gp", ".ogv"})
+"""File suffixes a folder or webdataset input reads as videos (FFmpeg demuxes them all). `.gif` stays an
+image there (Pillow reads its first frame); a manifest's `video` column takes any file, GIFs included."""
+
 SEEK_AHEAD_SECONDS = 2.0
 """A requested time further than this past the last decoded frame is reached by seeking to the
 keyframe before it; nearer ones by decoding on (`scripts/bench_video_decode.py` measures both)."""

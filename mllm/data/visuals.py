@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from mllm.config import FrameSamplingConfig
-from mllm.data.clips import load_clip
+from mllm.data.clips import Clip, load_clip
 from mllm.data.images import load_image
 from mllm.data.records import CaptionRecord
 from mllm.data.video import VideoDecodeError
@@ -68,8 +68,12 @@ def load_visual(record: CaptionRecord, sampling: FrameSamplingConfig) -> Visual:
     the file."""
     if not record.is_clip:
         return Visual([load_image(record.image, name=record.key if isinstance(record.image, bytes) else None)])
-    clip = load_clip(record.video, sampling, start=record.start, end=record.end)
+    return clip_visual(load_clip(record.video, sampling, start=record.start, end=record.end))
+
+
+def clip_visual(clip: Clip) -> Visual:
+    """A clip's frames with their timestamps from the clip's start, as the prompt shows them."""
     if not clip.frames:
-        raise VideoDecodeError(record.video, clip.problem or "no frame decoded in the clip's window")
+        raise VideoDecodeError(clip.info.name, clip.problem or "no frame decoded in the clip's window")
     return Visual([frame.image for frame in clip.frames],
                   tuple(max(0.0, frame.timestamp - clip.start) for frame in clip.frames))

@@ -1,4 +1,4 @@
-"""`mllm caption`: every input once into one JSONL or Parquet file, in input order, written as it goes.
+"""`mllm caption`: every input (image or video) once into one JSONL or Parquet file, in input order, written as it goes.
 
     summary = caption_file(captioner, FolderSource("photos/"), CaptionFileConfig("captions.parquet"), settings)
 
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mllm.errors import UsageError
 from mllm.infer.engine import CaptionEngine, EngineConfig, Tally, Work
-from mllm.infer.job import claim_job, job_record
+from mllm.infer.job import claim_job, decode_record, job_record
 from mllm.infer.rows import SCHEMA
 from mllm.infer.sources import ImageSource
 
@@ -75,8 +75,7 @@ def caption_job(source: ImageSource, config: CaptionFileConfig, model_id: str, m
                 settings: dict[str, Any]) -> dict[str, Any]:
     engine = config.engine
     return job_record(source, engine.tasks, model_id, model_revision, settings, backend=engine.backend,
-                      output=Path(config.out).name,
-                      decode={"max_pixels": engine.max_pixels, "max_bytes": engine.max_bytes})
+                      output=Path(config.out).name, decode=decode_record(engine))
 
 
 def _written_keys(journal: Path) -> list[str]:

@@ -6,14 +6,17 @@
 
 `mllm recaption` (Parquet shards, `mllm.infer.recaption`) and `mllm caption` (one file,
 `mllm.infer.caption`) feed it batches and write what comes back. The batches are handed to
-DataLoader workers, which decode (`load_image`) and preprocess (`captioner.preprocessor`) ahead of
-generation; batches come back in order. The backend gets the loop guard and may stop a looping row
+DataLoader workers, which decode (`mllm.infer.decoding`: an image, or a video's frames sampled per
+`data.video`) and preprocess (`captioner.preprocessor`) ahead of generation; batches come back in
+order. A clip is one row of frames with timestamps; a video longer than `data.video.window_seconds`
+is a row per window, and its whole-video caption is written from the window captions
+(`mllm.infer.windows`). The backend gets the loop guard and may stop a looping row
 as soon as it loops (the HF backend does, `mllm.infer.backends.hf_decode`); a looping caption is cut
 where its loop starts, with no second pass, and lengths are fitted to the task's word range
 (`mllm.infer.guards`). A task whose `batch_size` is `auto` gets the backend's `auto_batch_size`.
 
-Failures about one image (a bad record, decoding, preprocessing, generation failing for that image
-alone) become rows with `error_kind` / `error`. Failures of the system raise `GenerationFailure`
+Failures about one image or video (a bad record, decoding, preprocessing, generation failing for
+it alone) become rows with `error_kind` / `error`. Failures of the system raise `GenerationFailure`
 and nothing of the batch is returned: out of memory at batch size 1 (a larger batch is first
 retried in halves, and later batches stay at the size that fit), a device error, host memory
 exhaustion, or the same error for every row of a batch.
@@ -30,12 +33,17 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader
 
-from mllm.config import GenerationSettings
-from mllm.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageDecodeError, load_image
+from mllm.config import FrameSamplingConfig, GenerationSettings
+from mllm.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageDecodeError
+from mllm.data.video import DEFAULT_MAX_BYTES as DEFAULT_MAX_VIDEO_BYTES
+from mllm.data.visuals import clip_sampling
+from mllm.errors import UsageError
+from mllm.infer.decoding import DecodeLimits, Decoded, Frames, VideoFacts, decode_item, join_frames
 from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, word_count
 from mllm.infer.rows import TASKS, empty_row
 from mllm.infer.settings import settings_json
 from mllm.infer.sources import SourceItem
+from mllm.infer.windows import summary_prompt, video_fields
 
 log = logging.getLogger(__name__)
 SYSTEM_ERRORS = tuple(t for t in (getattr(torch, "AcceleratorError", None), MemoryError) if t)
@@ -56,7 +64,13 @@ class EngineConfig:
     num_workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
+    video: FrameSamplingConfig | None = None  # how videos are sampled and windowed; None: the captioner's own
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_pixels, self.max_bytes, self.max_video_bytes)
 
 
 @dataclass
@@ -99,69 +113,79 @@ class Work:
     item: SourceItem
 
 
-class _DecodeImages(torch.utils.data.Dataset):
-    """Indexed by `Work` itself: decodes its image in a DataLoader worker."""
+class _DecodeInputs(torch.utils.data.Dataset):
+    """Indexed by `Work` itself: decodes its image or video in a DataLoader worker."""
 
-    def __init__(self, max_pixels: int, max_bytes: int):
-        self.max_pixels, self.max_bytes = max_pixels, max_bytes
+    def __init__(self, sampling: FrameSamplingConfig, limits: DecodeLimits):
+        self.sampling, self.limits = sampling, limits
 
-    def __getitem__(self, work: Work) -> tuple[Work, Any, str | None, str | None]:
+    def __getitem__(self, work: Work) -> tuple[Work, Decoded | None, str | None, str | None]:
         item = work.item
-        if item.error or item.image is None:
+        if item.error or (item.image is None and item.video is None):
             return work, None, "input", item.error or "no image"
         try:
-            image = load_image(item.image, name=item.ref or item.key, max_pixels=self.max_pixels,
-                               max_bytes=self.max_bytes)
+            return work, decode_item(item, self.sampling, self.limits), None, None
         except ImageDecodeError as error:
             return work, None, "decode", str(error)
-        return work, image, None, None
+        except Exception as error:  # a video decoder's own failure is about that file: never the job's
+            if item.video is None:
+                raise
+            return work, None, "decode", f"{item.ref or item.key}: {_describe(error)}"
 
 
 def take(batch, indices: list[int]):
-    """Rows `indices` of a preprocessed batch (a tensor, or a list with one entry per image)."""
+    """Rows `indices` of a preprocessed batch (`Frames`, a tensor, or a list with one entry per row)."""
+    if isinstance(batch, Frames):
+        return batch.take(indices)
     return batch[indices] if isinstance(batch, torch.Tensor) else [batch[i] for i in indices]
-
-
-def join(parts: list):
-    """Preprocessed batches one after the other."""
-    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [row for part in parts for row in part]
 
 
 @dataclass
 class _Batch:
     works: list[Work]
-    pixels: Any  # the preprocessed rows of the works without an error, in order (None when there are none)
+    pixels: Frames | None  # the preprocessed rows of the works without an error, in order (None: none)
     error_kinds: list[str | None]
     errors: list[str | None]
+    parts: list[tuple[int, int]] = field(default_factory=list)  # per row of `pixels`: (work, window of it)
+    videos: dict[int, VideoFacts] = field(default_factory=dict)  # work -> what its row says of its video
 
 
 class _Preprocess:
-    """collate_fn (runs in the worker): the captioner's preprocessor over the decoded images."""
+    """collate_fn (runs in the worker): the captioner's preprocessor over the decoded images and frames."""
 
     def __init__(self, preprocessor):
         self.preprocessor = preprocessor
 
-    def __call__(self, decoded: list[tuple[Work, Any, str | None, str | None]]) -> _Batch:
+    def _frames(self, decoded: list[Decoded]) -> Frames:
+        visuals = [visual for d in decoded for visual in d.visuals]
+        return Frames(self.preprocessor([image for visual in visuals for image in visual.images]),
+                      [visual.timestamps for visual in visuals])
+
+    def __call__(self, decoded: list[tuple[Work, Decoded | None, str | None, str | None]]) -> _Batch:
         works = [d[0] for d in decoded]
         kinds, errors = [d[2] for d in decoded], [d[3] for d in decoded]
         good = [i for i, d in enumerate(decoded) if d[1] is not None]
         parts = []
         try:
-            parts = [self.preprocessor([decoded[i][1] for i in good])] if good else []
+            parts = [self._frames([decoded[i][1] for i in good])] if good else []
         except Exception:  # one odd image must not fail its batch: retry one by one
             for i in list(good):
                 try:
-                    parts.append(self.preprocessor([decoded[i][1]]))
+                    parts.append(self._frames([decoded[i][1]]))
                 except Exception as error:
+                    good.remove(i)
                     kinds[i], errors[i] = "preprocess", f"{works[i].item.ref}: {type(error).__name__}: {error}"
-        return _Batch(works, join(parts) if parts else None, kinds, errors)
+        return _Batch(works, join_frames(parts) if parts else None, kinds, errors,
+                      parts=[(i, w) for i in good for w in range(len(decoded[i][1].visuals))],
+                      videos={i: decoded[i][1].video for i in good if decoded[i][1].video is not None})
 
 
-def decode_batch(works: list[Work], preprocessor, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> _Batch:
+def decode_batch(works: list[Work], preprocessor, sampling: FrameSamplingConfig | None = None,
+                 limits: DecodeLimits | None = None) -> _Batch:
     """What a DataLoader worker makes of one batch: decoded, preprocessed, bad items marked (for runners
-    that decode elsewhere, e.g. in Ray tasks; `CaptionEngine.caption_batch` takes it)."""
-    decode = _DecodeImages(max_pixels, max_bytes)
+    that decode elsewhere, e.g. in Ray tasks; `CaptionEngine.caption_batch` takes it). `sampling`: the
+    engine's `sampling`."""
+    decode = _DecodeInputs(sampling or FrameSamplingConfig(), limits or DecodeLimits())
     return _Preprocess(preprocessor)([decode[work] for work in works])
 
 
@@ -186,10 +210,20 @@ class CaptionEngine:
                 raise ValueError("batch_size must be >= 1 or 'auto'")
             settings = {t: replace(s, batch_size=config.batch_size) for t, s in settings.items()}
         self.captioner, self.config = captioner, config
+        self.sampling = self._sampling(config.video or getattr(captioner, "video", None) or FrameSamplingConfig())
         self.settings = {t: self._sized(settings[t], t) for t in config.tasks}
         self.batch_limit = {t: self.settings[t].batch_size for t in config.tasks}  # halved on out-of-memory
         self.constant = {"model_id": captioner.model_id, "model_revision": captioner.model_revision,
                          "generation_settings": settings_json(self.settings, config.tasks)}
+
+    def _sampling(self, sampling: FrameSamplingConfig) -> FrameSamplingConfig:
+        """How videos are sampled: the visual-token cap as a frame cap, as in training."""
+        if sampling.window_seconds is not None and not getattr(self.captioner, "writes_text", False):
+            raise UsageError(f"data.video.window_seconds={sampling.window_seconds}: this captioner cannot write a "
+                             "whole-video caption from window captions (the hf engine can when loaded with these "
+                             "video settings: it keeps its LoRA adapter apart); set window_seconds to null")
+        processor = getattr(self.captioner, "processor", None)
+        return clip_sampling(sampling, processor.image_seq_length) if processor is not None else sampling
 
     def _sized(self, settings: GenerationSettings, task: str) -> GenerationSettings:
         if settings.batch_size != "auto":
@@ -207,7 +241,7 @@ class CaptionEngine:
         """(works, rows) per batch, in order; raises `GenerationFailure` for a failure of the system."""
         workers = self.config.num_workers
         loader = DataLoader(
-            _DecodeImages(self.config.max_pixels, self.config.max_bytes), batch_sampler=batches,
+            _DecodeInputs(self.sampling, self.config.limits), batch_sampler=batches,
             collate_fn=_Preprocess(self.captioner.preprocessor), num_workers=workers,
             worker_init_fn=_worker_init if workers else None,
         )
@@ -221,64 +255,104 @@ class CaptionEngine:
                                             for i in range(0, len(items), size)]) for row in rows]
 
     def caption_batch(self, batch: _Batch) -> list[dict[str, Any]]:
-        """One output row per work of a decoded batch."""
+        """One output row per work of a decoded batch; a windowed video's row gets its window captions
+        and a whole-video caption written from them."""
         rows = [{**empty_row(w.item.key, w.item.ref, w.item.original_caption, kind, error), **self.constant}
                 for w, kind, error in zip(batch.works, batch.error_kinds, batch.errors)]
-        good = [i for i, kind in enumerate(batch.error_kinds) if kind is None]  # the rows of batch.pixels
-        if not good:
+        if batch.pixels is None:
             return rows
+        windowed = {i: facts for i, facts in batch.videos.items() if len(facts.windows) > 1}
+        windows = {i: [{} for _ in facts.windows] for i, facts in windowed.items()}  # per window: task -> result
         guards: dict[int, list[str]] = {}
         for task in self.config.tasks:
-            for i, (text, tokens, actions, failure) in zip(good, self._generate_guarded(batch.pixels, task)):
-                row = rows[i]
-                if failure:
-                    row["error_kind"] = "generate"
-                    row["error"] = "; ".join(filter(None, [row["error"], f"{task}: {failure}"]))
-                    continue
-                row[f"{task}_caption"], row[f"{task}_tokens"] = text, tokens
-                row[f"{task}_words"] = word_count(text)
-                guards.setdefault(i, []).extend(f"{task}:{a}" for a in actions)
+            for (i, window), result in zip(batch.parts, self._generate_guarded(batch.pixels, task)):
+                if i in windows:
+                    windows[i][window][task] = result
+                else:
+                    self._fill(rows[i], task, result, guards.setdefault(i, []))
+            summarized = [i for i in windowed if self._windows_captioned(rows[i], task, windows[i], windowed[i])]
+            prompts = [summary_prompt(task, windowed[i].windows, [w[task][0] for w in windows[i]]) for i in summarized]
+            for i, result in zip(summarized, self._generate_guarded(prompts, task, self._write) if prompts else []):
+                self._fill(rows[i], task, result, guards.setdefault(i, []), what="whole video")
         for i, actions in guards.items():
             rows[i]["guard"] = ",".join(actions) or None
+        for i, facts in batch.videos.items():
+            rows[i].update(video_fields(facts, windows.get(i)))
         return rows
 
-    def _generate(self, pixels, task: str, settings: GenerationSettings) -> list[Any]:
-        """GeneratedText per row, or the exception for a row that fails alone while others do not."""
+    @staticmethod
+    def _fill(row: dict[str, Any], task: str, result, guard: list[str], what: str = "") -> None:
+        """Put one generated caption (or its failure) into `row`."""
+        text, tokens, actions, failure = result
+        if failure:
+            row["error_kind"] = "generate"
+            row["error"] = "; ".join(filter(None, [row["error"], f"{task}{f' ({what})' if what else ''}: {failure}"]))
+            return
+        row[f"{task}_caption"], row[f"{task}_tokens"] = text, tokens
+        row[f"{task}_words"] = word_count(text)
+        guard.extend(f"{task}:{a}" for a in actions)
+
+    @staticmethod
+    def _windows_captioned(row: dict[str, Any], task: str, windows: list[dict], facts: VideoFacts) -> bool:
+        """Whether every window got a `task` caption; the row becomes an error row naming those that did not."""
+        failed = [f"window {n + 1} ({start:.1f}-{end:.1f}s): {w[task][3]}"
+                  for n, (w, (start, end)) in enumerate(zip(windows, facts.windows)) if w[task][3]]
+        if failed:
+            row["error_kind"] = "generate"
+            row["error"] = "; ".join(filter(None, [row["error"], f"{task}: " + "; ".join(failed)]))
+        return not failed
+
+    def _caption(self, frames: Frames, task: str, settings: GenerationSettings) -> list[Any]:
+        """The backend's captions of images and clips (timestamps are passed only when there are clips)."""
+        clips = {"timestamps": frames.timestamps} if frames.has_clips else {}
+        return self.captioner.generate(frames.pixels, task, settings, loop_guard=self.config.loop_guard, **clips)
+
+    def _write(self, prompts: list[str], task: str, settings: GenerationSettings) -> list[Any]:
+        """The backend's text-only answers (whole-video captions), its LLM without the LoRA adapter."""
+        return self.captioner.generate_text(prompts, task, settings, loop_guard=self.config.loop_guard)
+
+    def _generate(self, pixels, task: str, settings: GenerationSettings, call=None) -> list[Any]:
+        """GeneratedText per row, or the exception for a row that fails alone while others do not. `pixels`:
+        `Frames` (a batch holds at most the task's batch size in frames, a clip at least alone) or a list of
+        text prompts for `call` (default: the backend's captions)."""
+        call = call or self._caption
         count, limit = len(pixels), self.batch_limit[task]
-        if count > limit:
-            return [r for start in range(0, count, limit)
-                    for r in self._generate(take(pixels, list(range(start, min(start + limit, count)))), task,
-                                            settings)]
+        groups = pixels.chunks(limit) if isinstance(pixels, Frames) else [
+            list(range(start, min(start + limit, count))) for start in range(0, count, limit)]
+        if len(groups) > 1:
+            return [r for group in groups for r in self._generate(take(pixels, group), task, settings, call)]
         try:
-            return list(self.captioner.generate(pixels, task, settings, loop_guard=self.config.loop_guard))
+            return list(call(pixels, task, settings))
         except torch.OutOfMemoryError as error:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if count == 1:
                 raise GenerationFailure(f"out of memory generating one image ({task}): {error}") from error
-            self.batch_limit[task] = max(1, count // 2)
-            log.warning("out of memory at batch size %d (%s): retrying at %d", count, task, self.batch_limit[task])
-            return self._generate(pixels, task, settings)
+            size = sum(pixels.frame_counts()) if isinstance(pixels, Frames) else count
+            self.batch_limit[task] = max(1, size // 2)
+            log.warning("out of memory at batch size %d (%s): retrying at %d", size, task, self.batch_limit[task])
+            return self._generate(pixels, task, settings, call)
         except SYSTEM_ERRORS as error:
             raise GenerationFailure(f"generation failed ({task}): {_describe(error)}") from error
         except Exception as error:
             if count == 1:
                 return [error]
-            results = [r for i in range(count) for r in self._generate(take(pixels, [i]), task, settings)]
+            results = [r for i in range(count) for r in self._generate(take(pixels, [i]), task, settings, call)]
             failures = [r for r in results if isinstance(r, Exception)]
             if len(failures) == count and len({_describe(f) for f in failures}) == 1:
                 raise GenerationFailure(f"every row of a batch of {count} failed with the same error ({task}): "
                                         f"{_describe(failures[0])}; not about the images") from failures[0]
             return results
 
-    def _generate_guarded(self, pixels, task: str) -> list[tuple[str | None, int | None, list[str], str | None]]:
-        """(text, token count, guard actions, failure) per row."""
+    def _generate_guarded(self, pixels, task: str, call=None
+                          ) -> list[tuple[str | None, int | None, list[str], str | None]]:
+        """(text, token count, guard actions, failure) per row (`pixels`, `call`: as for `_generate`)."""
         settings = self.settings[task]
         processor = getattr(self.captioner, "processor", None)
         decode = processor.tokenizer.decode if processor is not None else None
         results = []
-        for generated in self._generate(pixels, task, settings):
+        for generated in self._generate(pixels, task, settings, call):
             if isinstance(generated, Exception):
                 results.append((None, None, [], _describe(generated)))
                 continue

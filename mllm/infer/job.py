@@ -7,6 +7,7 @@ the files added, removed or changed, and says how to start a new job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -23,6 +24,12 @@ JOB_FILE = "job.json"
 
 class JobMismatch(UsageError):
     """The folder holds another job, or the same job on input that has changed since."""
+
+
+def decode_record(engine) -> dict[str, Any]:
+    """How an `EngineConfig` decodes: the size guards and the video sampling (they change the output)."""
+    return {"max_pixels": engine.max_pixels, "max_bytes": engine.max_bytes, "max_video_bytes": engine.max_video_bytes,
+            "video": None if engine.video is None else dataclasses.asdict(engine.video)}
 
 
 def job_record(source: ImageSource, tasks: tuple[str, ...], model_id: str, model_revision: str | None,

@@ -73,6 +73,9 @@ class ShardCaptioner:
     def batch_size(self) -> int:
         return self.engine.batch_size
 
+    def sampling(self):
+        return self.engine.sampling
+
     def caption_shard(self, shard: ShardId, batches: list) -> dict[str, Any]:
         """Caption and write `shard`, or skip it when it is finished or another live worker holds it."""
         claim = self.folder.claim_shard(shard)
@@ -87,9 +90,9 @@ class ShardCaptioner:
         return {"shard": shard, "rows": rows}
 
 
-def _decode_shard(items: list[SourceItem], preprocessor, batch_size: int, max_pixels: int, max_bytes: int) -> list:
+def _decode_shard(items: list[SourceItem], preprocessor, batch_size: int, sampling, limits) -> list:
     works = [Work(None, item) for item in items]
-    return [decode_batch(works[i:i + batch_size], preprocessor, max_pixels, max_bytes)
+    return [decode_batch(works[i:i + batch_size], preprocessor, sampling, limits)
             for i in range(0, len(works), batch_size)]
 
 
@@ -142,6 +145,7 @@ def recaption_on_ray(make_captioner: Callable[[], Any], source: ImageSource, con
     actors = [actor_class.remote(make_captioner, settings, job) for _ in range(count)]
     preprocessor = ray.put(ray.get(actors[0].preprocessor.remote()))
     batch_size = ray.get(actors[0].batch_size.remote())
+    sampling = ray.get(actors[0].sampling.remote())
     decode = ray.remote(num_cpus=1)(_decode_shard)
     pool = ActorPool(actors)
     summary, started = RaySummary(files_not_read=listing.skipped), time.monotonic()
@@ -153,7 +157,7 @@ def recaption_on_ray(make_captioner: Callable[[], Any], source: ImageSource, con
         while True:
             while len(submitted) - len(summary.failures) < AHEAD * count and (pending := next(shards, None)):
                 shard, items = pending
-                batches = decode.remote(items, preprocessor, batch_size, job.engine.max_pixels, job.engine.max_bytes)
+                batches = decode.remote(items, preprocessor, batch_size, sampling, job.engine.limits)
                 pool.submit(lambda actor, value: actor.caption_shard.remote(*value), (shard, batches))
                 submitted[shard] = len(items)
             if not pool.has_next():

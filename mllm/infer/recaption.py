@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mllm.infer.engine import CaptionEngine, EngineConfig, Tally, Work
-from mllm.infer.job import job_record
+from mllm.infer.job import decode_record, job_record
 from mllm.infer.shards import OutputFolder, ShardClaim, ShardId, WorkerSlot
 from mllm.infer.sources import ImageSource
 
@@ -123,9 +123,8 @@ def recaption_job(source: ImageSource, config: RecaptionConfig, model_id: str, m
     """What identifies the job in job.json; a restart must match it exactly."""
     engine = config.engine
     return job_record(source, engine.tasks, model_id, model_revision, settings, backend=engine.backend,
-                      rows_per_shard=config.rows_per_shard,
-                      num_shards=config.num_shards, decode={"max_pixels": engine.max_pixels,
-                                                            "max_bytes": engine.max_bytes})
+                      rows_per_shard=config.rows_per_shard, num_shards=config.num_shards,
+                      decode=decode_record(engine))
 
 
 def recaption(captioner, source: ImageSource, config: RecaptionConfig, settings: dict[str, Any]) -> RecaptionSummary:

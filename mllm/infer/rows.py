@@ -27,8 +27,17 @@ SCHEMA = pa.schema([
     ("guard", pa.string()),
     ("error_kind", pa.string()),
     ("error", pa.string()),
+    ("duration", pa.float64()),
+    ("fps", pa.float64()),
+    ("timestamps", pa.list_(pa.float64())),
+    ("shots", pa.list_(pa.list_(pa.float64()))),
+    ("truncated", pa.bool_()),
+    ("windows", pa.list_(pa.struct([
+        ("start", pa.float64()), ("end", pa.float64()), ("timestamps", pa.list_(pa.float64())),
+        ("short_caption", pa.string()), ("detailed_caption", pa.string()), ("guard", pa.string())]))),
 ])
-"""One row per input; captions of tasks that were not run, or failed, are null."""
+"""One row per input; captions of tasks that were not run, or failed, are null. The columns from
+`duration` on describe a video and are null for an image."""
 
 
 def empty_row(key: str, image: str, original_caption: str | None, error_kind: str | None = None,

@@ -1,6 +1,8 @@
-"""Generation settings, resolved in one place: the run's saved `generation:` per task, then flags.
+"""Generation settings, resolved in one place: the run's saved `generation:` per task, then flags;
+and how videos are sampled: the run's saved `data.video`, then `--video key=value` flags.
 
     settings = task_settings("runs/sft", ("short", "detailed"), {"max_new_tokens": 64})
+    video = video_settings("runs/sft", ["window_seconds=30", "max_frames=16"])
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mllm.config import GenerationSettings
+from mllm.config import ConfigError, FrameSamplingConfig, GenerationSettings, apply_overrides, config_from_dict
 from mllm.errors import UsageError
 
 
@@ -37,3 +39,16 @@ def settings_json(settings: dict[str, GenerationSettings], tasks: tuple[str, ...
     return json.dumps(
         {t: {k: v for k, v in dataclasses.asdict(settings[t]).items() if k != "batch_size"} for t in tasks},
         sort_keys=True)
+
+
+def video_settings(model_dir: str | Path, overrides: list[str] | None = None) -> FrameSamplingConfig:
+    """The run's saved `data.video` (frame sampling, token cap, windows) with `key=value` overrides,
+    checked as the config is."""
+    from mllm.run_folder import load_run_config
+
+    saved = dataclasses.asdict(load_run_config(model_dir).data.video)
+    try:
+        data = apply_overrides({"data": {"video": saved}}, [f"data.video.{item}" for item in overrides or []])
+        return config_from_dict(data).data.video
+    except ConfigError as error:
+        raise UsageError(f"--video: {error}") from None

@@ -38,7 +38,7 @@ from mllm.infer.job import check_job, claim_job, fsync_dir, write_atomic
 from mllm.infer.listing import Listing
 from mllm.infer.rows import SCHEMA
 
-FORMAT = "mllm-recaption/2"
+FORMAT = "mllm-recaption/3"  # 3: the video columns
 ShardId = tuple[int, int]
 """(input unit, chunk of rows_per_shard rows within it)."""
 

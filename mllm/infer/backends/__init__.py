@@ -4,12 +4,15 @@
 
 An entry names its class by module path, so importing the registry imports neither transformers'
 generation code nor vLLM. A backend class has `check_settings(settings)` (raises `UsageError` before anything loads) and
-`load(model_dir, device=None, dtype="auto")`, and on the instance:
+`load(model_dir, device=None, dtype="auto", video=None)` (`video`: the frame sampling of the videos it will
+see), and on the instance:
 `preprocessor` (picklable: PIL images -> a batch, a tensor or a list with one entry per image),
 `generate(batch, task, settings, prompts=None, loop_guard=None)` -> one `GeneratedText(text, token_ids)`
 per row, a looping row's tokens ending where `loop_guard` first sees the loop (`guards.loop_end`),
 `auto_batch_size(settings, task)` (what `batch_size: auto` means for it), `processor`, `model_id`
-and `model_revision`.
+and `model_revision`. A backend that captions clips takes `timestamps=` in `generate` (one entry per
+row, None for an image; the batch then holds every row's frames in order); one that writes whole-video
+captions from window captions has `writes_text` and `generate_text(prompts, task, settings, loop_guard)`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def backend_class(name: str):
         raise UsageError(f"engine {name!r} is not available here ({error})") from error
 
 
-def load_backend(name: str, model_dir: str | Path, device: str | None = None, dtype: str = "auto"):
-    """A loaded captioner of backend `name` for the run folder `model_dir`."""
-    return backend_class(name).load(model_dir, device=device, dtype=dtype)
+def load_backend(name: str, model_dir: str | Path, device: str | None = None, dtype: str = "auto", video=None):
+    """A loaded captioner of backend `name` for the run folder `model_dir` (`video`: how it will sample
+    videos, a `FrameSamplingConfig`; None: the run's `data.video`)."""
+    return backend_class(name).load(model_dir, device=device, dtype=dtype, video=video)

@@ -10,15 +10,17 @@ repeated for every row (transformers' cache continuation); beam search is stock 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from PIL import Image
+from peft import PeftModel
 from transformers import DynamicCache, StoppingCriteriaList
 
-from mllm.config import DType, GenerationSettings
+from mllm.config import DType, FrameSamplingConfig, GenerationSettings
 from mllm.data.processor import CaptionProcessor
 from mllm.data.visuals import Visual
 from mllm.infer.backends.hf_decode import LoopStop, decode_dropping_finished
@@ -26,7 +28,7 @@ from mllm.infer.batch_size import fitting_batch_size
 from mllm.infer.guards import LoopGuard
 from mllm.model.recipes import unwrap
 from mllm.precision import announce, resolve_dtype
-from mllm.run_folder import weights_revision
+from mllm.run_folder import load_run_config, weights_revision
 
 
 @dataclass
@@ -46,13 +48,20 @@ class ImagePreprocessor:
 
 
 class Captioner:
-    """A loaded captioner: `caption(images, task)` or, with preprocessed pixels, `generate`."""
+    """A loaded captioner: `caption(images, task)` or, with preprocessed pixels, `generate`; text alone,
+    by the LLM without its LoRA adapter, with `generate_text`.
 
-    def __init__(self, model, processor: CaptionProcessor, model_id: str = "", model_revision: str | None = None):
+    `video`: how it samples videos (the run's `data.video` unless told otherwise). `adapter_merged`:
+    the LoRA adapter was folded into the weights, so the LLM without it is gone (`writes_text` False)."""
+
+    def __init__(self, model, processor: CaptionProcessor, model_id: str = "", model_revision: str | None = None,
+                 video: FrameSamplingConfig | None = None, adapter_merged: bool = False):
         self.model = model.eval()
         self.processor = processor
         self.model_id = model_id
         self.model_revision = model_revision
+        self.video = video or FrameSamplingConfig()
+        self.adapter_merged = adapter_merged
         self.preprocessor: Callable[[list[Image.Image]], torch.Tensor] = ImagePreprocessor(processor.image_processor)
         self.stop_ids = processor.stop_token_ids()
 
@@ -61,16 +70,29 @@ class Captioner:
         """Every decoding setting works here (the vLLM backend refuses some before loading)."""
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto") -> "Captioner":
-        """Load a run folder (LoRA merged for speed) in `dtype` (auto: from the device, `mllm.precision`)."""
+    def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto",
+             video: FrameSamplingConfig | None = None) -> "Captioner":
+        """Load a run folder in `dtype` (auto: from the device, `mllm.precision`), sampling videos per
+        `video` (default: the run's `data.video`). LoRA is merged for speed, except when videos are cut
+        into windows (`video.window_seconds`): then the adapter stays apart, for `generate_text`."""
         from mllm.model.build import load_captioner
+        from mllm.model.recipes import llm_recipe
 
+        cfg = load_run_config(model_dir)
+        video = video or cfg.data.video
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = resolve_dtype(dtype, device)
         announce("captioning precision", precision)
-        built = load_captioner(model_dir, merge=True, device=device, dtype=precision.dtype)
+        merge = video.window_seconds is None
+        built = load_captioner(model_dir, merge=merge, device=device, dtype=precision.dtype)
         return cls(built.model, built.processor, model_id=Path(model_dir).resolve().name,
-                   model_revision=weights_revision(model_dir))
+                   model_revision=weights_revision(model_dir), video=video,
+                   adapter_merged=merge and llm_recipe(cfg.model, cfg.train.stage).lora)
+
+    @property
+    def writes_text(self) -> bool:
+        """Whether `generate_text` can run: the LLM without its adapter is there."""
+        return not self.adapter_merged
 
     @property
     def device(self) -> torch.device:
@@ -124,7 +146,27 @@ class Captioner:
             kwargs["cache"] = cache
         output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                      pixel_values=pixel_values.to(self.device, dtype), **kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        return self._texts(output[:, input_ids.shape[1]:].tolist())
+
+    @torch.inference_mode()
+    def generate_text(self, prompts: list[str], task: str, settings: GenerationSettings | None = None,
+                      loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
+        """Answer text prompts (no image) with the LLM alone, its LoRA adapter switched off (peft's
+        `disable_adapter()`; a run without an adapter answers with its LLM as it is): e.g. the whole-video
+        caption written from window captions. Decoding as `generate`, `task` naming the settings' task."""
+        if not self.writes_text:
+            raise RuntimeError("the LoRA adapter is merged into the weights: load the captioner with windows on "
+                               "(video.window_seconds) to keep it apart")
+        settings = settings or GenerationSettings()
+        inputs = self.processor.text_generation_inputs(prompts)
+        input_ids, attention_mask = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)
+        kwargs = self._generate_kwargs(settings, input_ids.shape[1], loop_guard)
+        with self.model.disable_adapter() if isinstance(self.model, PeftModel) else contextlib.nullcontext():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return self._texts(output[:, input_ids.shape[1]:].tolist())
+
+    def _texts(self, new_tokens: list[list[int]]) -> list[GeneratedText]:
+        """Generated ids per row -> text, up to the first stop token, special tokens dropped."""
         special = set(self.processor.tokenizer.all_special_ids)
         results = []
         for row in new_tokens:

@@ -1,4 +1,4 @@
-"""A folder of images as an input."""
+"""A folder of images and videos as an input."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllm.data.video import VIDEO_SUFFIXES
 from mllm.errors import UsageError
 from mllm.infer.listing import Listing, stat_entry
 from mllm.infer.sources.item import Reader, SourceItem, image_extensions
@@ -21,10 +22,10 @@ def _read_text(path: Path) -> str | None:
 
 @dataclass
 class FolderSource(Reader):
-    """Images under `root` (recursive, sorted; every suffix Pillow opens). Key: the relative path
-    without suffix; a sidecar `<name>.txt` holds the original caption. When two files share a stem
-    (`a.jpg`, `a.png`), the later one keeps its suffix in the key. Other files are not read; they
-    are listed in `listing().skipped`."""
+    """Images and videos under `root` (recursive, sorted; every suffix Pillow opens, and
+    `mllm.data.video.VIDEO_SUFFIXES`). Key: the relative path without suffix; a sidecar `<name>.txt`
+    holds the original caption. When two files share a stem (`a.jpg`, `a.png`, `a.mp4`), the later
+    one keeps its suffix in the key. Other files are not read; they are listed in `listing().skipped`."""
 
     root: str
 
@@ -38,7 +39,7 @@ class FolderSource(Reader):
             raise UsageError(f"image folder not found: {root}")
         if not root.is_dir():
             raise UsageError(f"{root} is not a folder; a list of images (JSONL / CSV / Parquet) is read with --manifest")
-        suffixes = image_extensions()
+        suffixes = image_extensions() | VIDEO_SUFFIXES
         files, links = [], []
         for folder, dirs, names in os.walk(root):
             files += [Path(folder, n).relative_to(root).as_posix() for n in names]
@@ -49,7 +50,7 @@ class FolderSource(Reader):
         used = set(images) | {Path(f).with_suffix(".txt").as_posix() for f in images}
         skipped = sorted([f for f in files if f not in used] + links)
         if not images:
-            raise UsageError(f"{root}: no images ({len(skipped)} other files: {skipped[:3]})")
+            raise UsageError(f"{root}: no images or videos ({len(skipped)} other files: {skipped[:3]})")
         return Listing([stat_entry(root / f, f) for f in images], skipped)
 
     def listing(self) -> Listing:
@@ -68,4 +69,8 @@ class FolderSource(Reader):
                 key = relative.as_posix()
             seen.add(key)
             path = root / relative
-            yield SourceItem(key, str(path), _read_text(path.with_suffix(".txt")), ref=str(path))
+            caption = _read_text(path.with_suffix(".txt"))
+            if relative.suffix.lower() in VIDEO_SUFFIXES:
+                yield SourceItem(key, None, caption, ref=str(path), video=str(path))
+            else:
+                yield SourceItem(key, str(path), caption, ref=str(path))

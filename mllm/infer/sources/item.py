@@ -20,13 +20,17 @@ def image_extensions() -> frozenset[str]:
 
 @dataclass
 class SourceItem:
-    """One input: `image` is a path or the encoded bytes; `ref` is how the output names the image."""
+    """One input: `image` is a path or the encoded bytes, or `video` is (then `image` is None, and
+    `start` / `end` in seconds may name a window of it); `ref` is how the output names the file."""
 
     key: str
     image: str | bytes | None
     original_caption: str | None
     ref: str
     error: str | None = None
+    video: str | bytes | None = None
+    start: float | None = None
+    end: float | None = None
 
 
 def pick_caption(row: dict[str, Any], column: str | None) -> str | None:

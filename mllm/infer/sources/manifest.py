@@ -1,4 +1,4 @@
-"""A manifest (JSONL / CSV / Parquet list of image paths) as an input."""
+"""A manifest (JSONL / CSV / Parquet list of image and video paths) as an input."""
 
 from __future__ import annotations
 
@@ -10,19 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mllm.data.records import clip_window
 from mllm.errors import UsageError
 from mllm.infer.listing import Listing, stat_entry
 from mllm.infer.sources.item import Reader, SourceItem, pick_caption
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+VIDEO_COLUMN = "video"  # as in training records (mllm.data.records), with `start` / `end`
 
 
 @dataclass
 class ManifestSource(Reader):
-    """Rows of a JSONL / CSV / Parquet file. Relative image paths resolve against `image_root`, else
-    the manifest's folder; with `image_root` set, a path outside it is an error row. Without a key
-    column the key is the image path without suffix. Without a configured caption column the first
-    of `CAPTION_COLUMNS` present is used. A line that is not UTF-8 or not a JSON object is an error row."""
+    """Rows of a JSONL / CSV / Parquet file. A row names an image (`image_column`) or a video (`video`,
+    with optional `start` / `end` in seconds: that window of it), as training records do. Relative
+    paths resolve against `image_root`, else the manifest's folder; with `image_root` set, a path
+    outside it is an error row. Without a key column the key is the path without suffix. Without a
+    configured caption column the first of `CAPTION_COLUMNS` present is used. A line that is not UTF-8
+    or not a JSON object, or a bad window, is an error row."""
 
     path: str
     image_column: str = "image"
@@ -78,9 +82,9 @@ class ManifestSource(Reader):
         if next(iter(self._rows()), None) is None:
             raise UsageError(f"{path}: the manifest has no rows")
         columns = self._columns()
-        if columns is not None and self.image_column not in columns:
-            raise UsageError(f"{path}: no image column {self.image_column!r} (columns: {columns}); "
-                             "name it with --image-column")
+        if columns is not None and self.image_column not in columns and VIDEO_COLUMN not in columns:
+            raise UsageError(f"{path}: no image column {self.image_column!r} and no {VIDEO_COLUMN!r} column "
+                             f"(columns: {columns}); name the image column with --image-column")
         return Listing([stat_entry(path, path.name)])
 
     def listing(self) -> Listing:
@@ -114,25 +118,35 @@ class ManifestSource(Reader):
                 yield SourceItem(fallback_key, None, None, ref="", error=f"{name} {row}")
                 continue
             caption = pick_caption(row, self.caption_column)
-            image = row.get(self.image_column)
+            video, image = _path(row.get(VIDEO_COLUMN)), _path(row.get(self.image_column))
+            both, image = bool(video and image), video or image
             key = row.get(self.key_column)
-            if not image:
-                yield SourceItem(
-                    str(key or fallback_key), None, caption, ref="",
-                    error=f"{name} row {index}: missing image path (column {self.image_column!r})",
-                )
+            if not image or both:
+                problem = (f"both an image and a video ({self.image_column!r}, {VIDEO_COLUMN!r})" if both else
+                           f"missing image path (column {self.image_column!r}; a video's: {VIDEO_COLUMN!r})")
+                yield SourceItem(str(key or fallback_key), None, caption, ref=str(image or ""),
+                                 error=f"{name} row {index}: {problem}")
                 continue
-            image = str(image)
             key = str(key) if key not in (None, "") else str(Path(image).with_suffix("").as_posix())
-            if "://" in image:
-                yield SourceItem(key, None, caption, ref=image,
-                                 error=f"{name} row {index}: URLs are not fetched ({image}); download first")
-                continue
+            window = clip_window(row) if video else (None, None)
             path, refused = self._resolve(image)
-            yield SourceItem(key, None if refused else path, caption, ref=image,
-                             error=refused and f"{name} row {index}: {refused}")
+            if "://" in image:
+                refused = f"URLs are not fetched ({image}); download first"
+            elif window is None:
+                refused = f"bad start / end {row.get('start')!r} / {row.get('end')!r} (numbers, 0 <= start < end)"
+            if refused:
+                yield SourceItem(key, None, caption, ref=image, error=f"{name} row {index}: {refused}")
+            elif video:
+                yield SourceItem(key, None, caption, ref=image, video=path, start=window[0], end=window[1])
+            else:
+                yield SourceItem(key, path, caption, ref=image)
 
 
 def _has_undecodable(text: str) -> bool:
     """True when `surrogateescape` decoding left a lone surrogate: the bytes were not UTF-8."""
     return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _path(value: Any) -> str | None:
+    """A path cell: None when empty or missing (a null, or the NaN of a pandas-written file)."""
+    return None if value is None or value == "" or value != value else str(value)

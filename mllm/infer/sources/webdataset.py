@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mllm.data.images import DEFAULT_MAX_BYTES
+from mllm.data.video import VIDEO_SUFFIXES
 from mllm.errors import UsageError
 from mllm.infer.listing import Listing, stat_entry
 from mllm.infer.sources.item import Reader, SourceItem, image_extensions
@@ -26,8 +27,8 @@ from mllm.infer.sources.item import Reader, SourceItem, image_extensions
 
 @dataclass
 class WebDatasetSource(Reader):
-    """Webdataset tar shards (img2dataset layout: `00000.tar` holding `{key}.jpg`, `{key}.txt`,
-    `{key}.json`). `pattern` is a glob or a list of paths. Members over `max_member_bytes` are not
+    """Webdataset tar shards (img2dataset / video2dataset layout: `00000.tar` holding `{key}.jpg` or
+    `{key}.mp4` (`mllm.data.video.VIDEO_SUFFIXES`), `{key}.txt`, `{key}.json`). `pattern` is a glob or a list of paths. Members over `max_member_bytes` are not
     read (their record is an error row). A key whose files are not next to each other (an unsorted
     tar) gives an error row for each repeat, keyed `{key}#{n}`."""
 
@@ -107,14 +108,19 @@ class WebDatasetSource(Reader):
         caption = text.decode("utf-8", "replace").strip() if isinstance(text, bytes) else meta.get("caption")
         suffixes = image_extensions()
         image_ext = next((e for e in files if e in suffixes), None)
-        ref = f"{shard_name}/{key}{image_ext or ''}"
-        if image_ext is None:
+        video_ext = next((e for e in files if e in VIDEO_SUFFIXES), None)
+        ext = image_ext or video_ext
+        ref = f"{shard_name}/{key}{ext or ''}"
+        if ext is None or (image_ext and video_ext):
+            problem = "both an image and a video" if ext else "no image or video"
             return SourceItem(key, None, caption, ref=ref,
-                              error=f"{shard_name}: record {key!r} has no image ({sorted(files)})")
-        data = files[image_ext]
+                              error=f"{shard_name}: record {key!r} has {problem} ({sorted(files)})")
+        data = files[ext]
         if isinstance(data, int):
             return SourceItem(key, None, caption, ref=ref, error=f"{ref}: member too large "
                               f"({data} bytes > max_bytes {self.max_member_bytes})")
+        if video_ext:
+            return SourceItem(key, None, caption, ref=ref, video=data)
         return SourceItem(key, data, caption, ref=ref)
 
 
