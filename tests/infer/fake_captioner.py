@@ -60,15 +60,22 @@ class FakeCaptioner:
         return (f"A plain {colour} image filled edge to edge with one flat colour. "
                 f"There are no objects, no text and no people; the background is {colour} too.")
 
-    def generate(self, pixel_values: torch.Tensor, task: str, settings, loop_guard=None) -> list[GeneratedText]:
+    def generate(self, pixel_values: torch.Tensor, task: str, settings, loop_guard=None,
+                 timestamps=None) -> list[GeneratedText]:
+        """`timestamps[i]`: row i is a clip (its frames one after the other in `pixel_values`), captioned
+        `"{t}s: {colour}; ..."` per frame; None: an image."""
         self.calls += 1
         time.sleep(self.sleep * len(pixel_values))
-        out = []
-        for pixels in pixel_values:
-            colour = colour_name(pixels)
-            if colour == self.fail_colour:
-                raise RuntimeError(f"cannot caption {colour}")
-            words = self._text(colour, task, settings).split()[: settings.max_new_tokens]
+        out, at = [], 0
+        for times in timestamps or [None] * len(pixel_values):
+            frames = pixel_values[at:at + (1 if times is None else len(times))]
+            at += len(frames)
+            colours = [colour_name(pixels) for pixels in frames]
+            if self.fail_colour in colours:
+                raise RuntimeError(f"cannot caption {self.fail_colour}")
+            text = self._text(colours[0], task, settings) if times is None else "; ".join(
+                f"{t:.1f}s: {c}" for t, c in zip(times, colours))
+            words = text.split()[: settings.max_new_tokens]
             out.append(GeneratedText(" ".join(words), [len(w) for w in words]))
         return out
 

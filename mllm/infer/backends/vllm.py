@@ -9,6 +9,8 @@ A run folder is exported once into the cache (`$MLLM_CACHE/vllm/<run>-<weights r
 LoRA runs keep their adapter unmerged and vLLM serves it with its LoRA support (Llava's
 language model supports it). Prompts go over as token ids rendered by the run's own processor
 and captions come back as token ids decoded by its tokenizer, so both match the HF engine's.
+A clip is one prompt with an image per frame (vLLM's LLaVA takes several); a text prompt without
+the LoRA request is the LLM without its adapter (`generate_text`, whole-video captions).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import torch
 from PIL import Image
 
 from mllm.errors import UsageError
-from mllm.config import DType, GenerationSettings
+from mllm.config import DType, FrameSamplingConfig, GenerationSettings
 from mllm.data.processor import CaptionProcessor
+from mllm.data.visuals import clip_sampling
 from mllm.infer.backends.hf import Captioner, GeneratedText
 from mllm.infer.guards import LoopGuard, loop_end
 from mllm.model.sources import atomic_folder, cache_dir
@@ -170,17 +173,24 @@ def _stop(process: subprocess.Popen, log: Path) -> None:
 class VllmCaptioner:
     """A run served by vLLM, with what the recaption job uses of `Captioner`."""
 
-    def __init__(self, worker: VllmWorker, processor: CaptionProcessor, model_id: str, model_revision: str):
+    writes_text = True  # a request without the LoRA request is answered by the LLM without its adapter
+
+    def __init__(self, worker: VllmWorker, processor: CaptionProcessor, model_id: str, model_revision: str,
+                 video: FrameSamplingConfig | None = None):
         self.worker = worker
         self.processor = processor
         self.model_id = model_id
         self.model_revision = model_revision
+        self.video = video or FrameSamplingConfig()
         self.preprocessor = PngEncoder()
         self.stop_ids = processor.stop_token_ids()
         self._prompt_ids: dict[str, list[int]] = {}
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """The rendered prompt's token ids with its one image token (vLLM expands it)."""
+    def prompt_ids(self, prompt: str, timestamps: tuple[float, ...] | None = None) -> list[int]:
+        """The rendered prompt's token ids with one image token per image or frame (vLLM expands them)."""
+        if timestamps is not None:
+            return self.processor.tokenizer(self.processor.render_prompt(prompt, timestamps),
+                                            add_special_tokens=False)["input_ids"]
         if prompt not in self._prompt_ids:
             text = self.processor.render_prompt(prompt)
             self._prompt_ids[prompt] = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -194,20 +204,24 @@ class VllmCaptioner:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | None = None, dtype: DType = "auto",
-             engine_args: dict | None = None, cache: Path | None = None) -> "VllmCaptioner":
+             video: FrameSamplingConfig | None = None, engine_args: dict | None = None,
+             cache: Path | None = None) -> "VllmCaptioner":
         """Export `model_dir` (a run folder) if needed and start vLLM on it, computing in `dtype` as
-        the HF engine would (auto: from the device, `mllm.precision`)."""
+        the HF engine would (auto: from the device, `mllm.precision`), taking clips of as many frames as
+        `video` (default: the run's `data.video`) samples."""
         python = worker_python()
         revision = weights_revision(model_dir)
         folder, adapter = export_for_vllm(model_dir, revision, cache)
         precision = resolve_dtype(dtype, device or ("cuda" if torch.cuda.is_available() else "cpu"))
         announce("captioning precision", precision)
         cfg = load_run_config(model_dir)
-        setup = {"model": str(folder),
+        video = video or cfg.data.video
+        processor = CaptionProcessor.from_pretrained(model_dir)
+        setup = {"model": str(folder), "max_images": clip_sampling(video, processor.image_seq_length).max_frames,
                  "engine_args": {"dtype": str(precision.dtype).removeprefix("torch."), **(engine_args or {})},
                  "lora": {"path": str(adapter), "rank": cfg.model.tuning.lora_r} if adapter else None}
         worker = VllmWorker(python, setup, folder.with_name(f"{folder.name}.{os.getpid()}.log"), device)
-        return cls(worker, CaptionProcessor.from_pretrained(model_dir), Path(model_dir).resolve().name, revision)
+        return cls(worker, processor, Path(model_dir).resolve().name, revision, video)
 
     def auto_batch_size(self, settings: GenerationSettings, task: str) -> int:
         """`batch_size: auto`: vLLM schedules the requests it is given itself (continuous batching in the
@@ -215,16 +229,38 @@ class VllmCaptioner:
         return AUTO_REQUESTS
 
     def generate(self, images: list[bytes], task: str, settings: GenerationSettings | None = None,
-                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
-        """Caption a batch of encoded images; `prompts` overrides the task's instruction per row. vLLM
-        decodes a looping row to its end; with `loop_guard` its tokens are cut where the HF engine would
-        have stopped the row (`loop_end`), so both engines give the same caption."""
+                 prompts: list[str] | None = None, loop_guard: LoopGuard | None = None,
+                 timestamps: list[tuple[float, ...] | None] | None = None) -> list[GeneratedText]:
+        """Caption a batch of encoded images; `prompts` overrides the task's instruction per row;
+        `timestamps[i]`: row i is a clip with frames at those times (None: an image), `images` then
+        holding every row's frames, row after row. vLLM decodes a looping row to its end; with
+        `loop_guard` its tokens are cut where the HF engine would have stopped the row (`loop_end`), so
+        both engines give the same caption."""
         settings = settings or GenerationSettings()
-        prompts = prompts or [self.processor.task_prompt(task)] * len(images)
-        answer = self.worker.request({
-            "prompts": [self.prompt_ids(p) for p in prompts],
-            "images": [base64.b64encode(png).decode("ascii") for png in images],
-            "sampling": sampling_params(settings, self.stop_ids, self.processor.image_token)})
+        timestamps = timestamps or [None] * len(images)
+        prompts = prompts or [self.processor.task_prompt(task)] * len(timestamps)
+        rows, at = [], 0
+        for times in timestamps:
+            count = 1 if times is None else len(times)
+            rows.append([base64.b64encode(png).decode("ascii") for png in images[at:at + count]])
+            at += count
+        return self._answer({"prompts": [self.prompt_ids(p, t) for p, t in zip(prompts, timestamps)],
+                             "images": rows, "lora": True,
+                             "sampling": sampling_params(settings, self.stop_ids, self.processor.image_token)},
+                            loop_guard)
+
+    def generate_text(self, prompts: list[str], task: str, settings: GenerationSettings | None = None,
+                      loop_guard: LoopGuard | None = None) -> list[GeneratedText]:
+        """Answer text prompts (no image) with the LLM without its LoRA adapter (no LoRA request), e.g. a
+        whole-video caption from window captions; as the HF engine's `generate_text`."""
+        settings = settings or GenerationSettings()
+        return self._answer({"prompts": [self.processor.text_prompt_ids(p) for p in prompts],
+                             "images": [[] for _ in prompts], "lora": False,
+                             "sampling": sampling_params(settings, self.stop_ids, self.processor.image_token)},
+                            loop_guard)
+
+    def _answer(self, request: dict, loop_guard: LoopGuard | None) -> list[GeneratedText]:
+        answer = self.worker.request(request)
         if "error" in answer:
             raise RuntimeError(f"vLLM: {answer['error']}")
         tokenizer = self.processor.tokenizer

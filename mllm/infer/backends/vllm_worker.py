@@ -3,10 +3,13 @@
     .venv-vllm/bin/python -I vllm_worker.py      (started by VllmCaptioner; imports vllm, never mllm)
 
 JSON lines on stdin / stdout, nothing pickled. The first line configures the engine:
-    {"model": EXPORT_DIR, "engine_args": {...}, "lora": {"path": ADAPTER_DIR, "rank": R} or null}
+    {"model": EXPORT_DIR, "engine_args": {...}, "lora": {"path": ADAPTER_DIR, "rank": R} or null,
+     "max_images": N (images per prompt at most: a clip's frames)}
 and is answered {"ready": true, "vllm": VERSION} (or {"error": ...}). Then each request
-    {"prompts": [[token ids with one image token], ...], "images": [base64 PNG, ...], "sampling": {...}}
-is answered {"outputs": [[generated token ids], ...]} or {"error": "..."}. EOF on stdin ends it.
+    {"prompts": [[token ids with an image token per image], ...], "images": [[base64 PNG, ...], ...],
+     "lora": true (with the adapter) or false (without), "sampling": {...}}
+(a row with no image is a text prompt) is answered {"outputs": [[generated token ids], ...]} or
+{"error": "..."}. EOF on stdin ends it.
 Everything vLLM prints goes to stderr, so stdout carries only the protocol.
 """
 
@@ -37,7 +40,7 @@ def _engine(setup: dict):
     from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
     from vllm.platforms import current_platform
 
-    args = {"seed": 0, "limit_mm_per_prompt": {"image": 1}, **setup.get("engine_args", {})}
+    args = {"seed": 0, "limit_mm_per_prompt": {"image": setup.get("max_images", 1)}, **setup.get("engine_args", {})}
     if current_platform.is_cpu():
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: faster start on CPU
         args = {**CPU_ENGINE_ARGS, **args}
@@ -54,9 +57,11 @@ def _generate(llm, request: dict, lora) -> list[list[int]]:
     from vllm import SamplingParams
 
     params = SamplingParams(**request["sampling"])
-    inputs = [{"prompt_token_ids": ids, "multi_modal_data": {"image": _image(png)}}
-              for ids, png in zip(request["prompts"], request["images"], strict=True)]
-    outputs = llm.generate(inputs, params, use_tqdm=False, lora_request=lora)
+    inputs = []
+    for ids, pngs in zip(request["prompts"], request["images"], strict=True):
+        images = [_image(png) for png in pngs]
+        inputs.append({"prompt_token_ids": ids, **({"multi_modal_data": {"image": images}} if images else {})})
+    outputs = llm.generate(inputs, params, use_tqdm=False, lora_request=lora if request.get("lora", True) else None)
     return [list(output.outputs[0].token_ids) for output in outputs]
 
 
