@@ -77,6 +77,10 @@ def test_user_errors_are_one_line_with_exit_2_before_the_model_loads(tmp_path, r
            "m.jsonl", "no image column 'image'", "--image-column")
     _fails(capsys, ["recaption", *model, "--images", str(images), "--out", str(out), "--ray", "--num-shards", "2"],
            "--ray", "--num-shards")
+    _fails(capsys, ["recaption", *model, "--images", str(images), "--out", str(out), "--video", "frames=3"],
+           "--video", "unknown key", "frames")
+    _fails(capsys, ["caption", *model, "--images", str(images), "--out", str(tmp_path / "c.jsonl"),
+                    "--video", "window_seconds=-1"], "--video", "window_seconds must be > 0")
     for bad in ("0", "lots"):
         with pytest.raises(SystemExit) as stopped:
             main(["recaption", *model, "--images", str(images), "--out", str(out), "--batch-size", bad])
@@ -109,7 +113,7 @@ def test_a_failed_command_does_not_lock_the_output_folder(tmp_path, run_folder, 
     _fails(capsys, argv + ["--split", "test"], "no split 'test'")
     assert not out.exists()
 
-    def fake_load(cls, model_dir, device=None, dtype="auto"):
+    def fake_load(cls, model_dir, device=None, dtype="auto", video=None):
         fake = FakeCaptioner()
         fake.model_id, fake.model_revision = Path(model_dir).resolve().name, weights_revision(model_dir)
         return fake

@@ -173,16 +173,13 @@ def _validation(cfg: Config, built: Built, scorer: Scorer | None) -> CaptionVali
     from mllm.infer.sources import SourceItem
 
     records, _ = read_records(cfg.data.eval, cfg.data.format, cfg.data.image_root, cfg.train.validation_samples)
-    if any(r.is_clip for r in records):  # the captioning engine reads images only, for now
-        log.warning("caption validation skips the clip records of %s", cfg.data.eval)
-        records = [r for r in records if not r.is_clip]
-        if not records:
-            return None
     tasks = tuple(cfg.data.tasks)
-    items = [SourceItem(r.key, r.image, None, ref=r.key) for r in records]
+    items = [SourceItem(r.key, r.image, None, ref=r.source, video=r.video, start=r.start, end=r.end)
+             for r in records]
 
     def caption(_records) -> dict[str, list[str | None]]:
-        engine = CaptionEngine(Captioner(built.model, built.processor), cfg.generation, EngineConfig(tasks, num_workers=0))
+        engine = CaptionEngine(Captioner(built.model, built.processor, video=cfg.data.video), cfg.generation,
+                               EngineConfig(tasks, num_workers=0))
         rows = engine.caption_items(items)
         return {task: [row[f"{task}_caption"] for row in rows] for task in tasks}
 

@@ -18,6 +18,7 @@ from fake_captioner import COLOURS, FakeCaptioner
 from PIL import Image
 
 import mllm.infer.decoding as decoding
+from mllm.cli import main
 from mllm.config import FrameSamplingConfig, GenerationSettings
 from mllm.errors import UsageError
 from mllm.infer.backends.hf import Captioner
@@ -151,19 +152,21 @@ def test_sharded_job_over_videos_is_exactly_once_and_resumes(tmp_path):
 # -- the real tiny model: clips through the HF backend, windows and the whole-video caption ---------
 # `vllm_lora_run` (conftest): a LoRA adapter over a trained tiny captioner, one that changes its captions.
 
-def test_recaption_of_a_folder_with_the_tiny_model(vllm_lora_run, tmp_path, decoded_in_workers):
+def test_recaption_command_over_a_folder_of_clips_with_the_tiny_model(vllm_lora_run, tmp_path, decoded_in_workers,
+                                                                       capsys):
     folder = acceptance_folder(tmp_path / "in")
-    captioner = Captioner.load(vllm_lora_run, device="cpu", dtype="float32")
-    settings = {t: load_run_config(vllm_lora_run).generation[t] for t in ("short", "detailed")}
-    summary = recaption(captioner, FolderSource(str(folder)), RecaptionConfig(str(tmp_path / "out"), progress=False,
-                        engine=EngineConfig(num_workers=1, batch_size=4)), settings)
-    rows = by_key(OutputFolder(tmp_path / "out").read_table().to_pylist())
-    assert (summary.done, summary.captioned, summary.errors) == (5, 4, {"decode": 1})
-    assert "broken.mp4" in rows["broken"]["error"]
+    out = tmp_path / "out"
+    assert main(["recaption", "--model", str(vllm_lora_run), "--images", str(folder), "--out", str(out),
+                 "--video", "max_frames=3", "--num-workers", "1", "--batch-size", "4", "--device", "cpu",
+                 "--dtype", "float32", "--no-progress"]) == 0
+    assert "5 rows (4 captioned)" in capsys.readouterr().out
+    rows = by_key(OutputFolder(out).read_table().to_pylist())
+    assert [r["key"] for r in rows.values() if r["error_kind"]] == ["broken"]
+    assert rows["broken"]["error_kind"] == "decode" and "broken.mp4" in rows["broken"]["error"]
     for key in ("a", "b", "c", "photo"):
         assert rows[key]["detailed_caption"] and rows[key]["short_caption"], rows[key]
-    frames = load_run_config(vllm_lora_run).data.video.max_frames  # 2 s at 4 fps: 8 frames to pick from
-    assert [len(rows[k]["timestamps"]) for k in "abc"] == [frames] * 3
+    assert [len(rows[k]["timestamps"]) for k in "abc"] == [3, 3, 3]  # --video over the run's data.video
+    assert json.loads((out / "job.json").read_text())["decode"]["video"]["max_frames"] == 3
 
 
 def test_long_clip_gives_window_captions_and_a_whole_video_caption_by_the_llm_without_its_adapter(
@@ -204,3 +207,33 @@ def test_windows_need_the_adapter_kept_apart(vllm_lora_run):
     with pytest.raises(UsageError, match="window_seconds"):
         CaptionEngine(merged, {"detailed": GenerationSettings(batch_size=1)},
                       EngineConfig(tasks=("detailed",), video=FrameSamplingConfig(window_seconds=3.0)))
+
+
+@pytest.mark.slow
+def test_vllm_engine_captions_clips_and_windows_like_the_hf_engine(vllm_lora_run, vllm_python, tmp_path,
+                                                                   monkeypatch):
+    """Real vLLM (.venv-vllm): clips as several images per prompt, window captions with the LoRA adapter,
+    the whole-video caption without it; fp32 greedy, as the HF engine writes them."""
+    from mllm.infer.backends.vllm import VllmCaptioner
+
+    monkeypatch.setenv("MLLM_CACHE", str(tmp_path / "cache"))
+    folder = acceptance_folder(tmp_path / "in")
+    colour_video(folder / "long.mp4", ["red", "green", "blue", "yellow"], seconds_each=2.0)
+    video = FrameSamplingConfig(max_frames=2, window_seconds=3.0)
+    settings = {t: load_run_config(vllm_lora_run).generation[t] for t in ("short", "detailed")}
+    rows = {}
+    for name, captioner in [("hf", Captioner.load(vllm_lora_run, device="cpu", dtype="float32", video=video)),
+                            ("vllm", VllmCaptioner.load(vllm_lora_run, dtype="float32", video=video))]:
+        out = tmp_path / f"{name}.jsonl"
+        caption_file(captioner, FolderSource(str(folder)), CaptionFileConfig(str(out), EngineConfig(
+            backend=name, num_workers=1, batch_size=4), progress=False), settings)
+        rows[name] = by_key(jsonl(out))
+    hf, served = rows["hf"], rows["vllm"]
+    assert served["broken"]["error_kind"] == "decode" and len(served["long"]["windows"]) == 3
+    texts = lambda row: [row[f"{t}_caption"] for t in settings] + [  # noqa: E731
+        w[f"{t}_caption"] for w in row["windows"] or [] for t in settings]
+    compared = [(key, a, b) for key in ("a", "b", "c", "photo", "long")
+                for a, b in zip(texts(hf[key]), texts(served[key]))]
+    mismatches = [c for c in compared if c[1] != c[2]]
+    print(f"vLLM: {len(compared) - len(mismatches)}/{len(compared)} captions equal the HF engine's")
+    assert len(mismatches) <= 1, mismatches
