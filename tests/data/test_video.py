@@ -222,3 +222,26 @@ def test_transparent_animations_are_composited_on_white(image_format, disposal):
     for i, frame in enumerate(clip.frames):
         assert frame.image.getpixel((8 * i + 4, 8)) == (255, 0, 0)
         assert frame.image.getpixel((8 * ((i + 1) % 3) + 4, 8)) == (255, 255, 255)
+
+
+def test_a_long_video_in_equal_windows_each_sampled_on_its_own(tmp_path):
+    from mllm.data.clips import load_windows
+
+    path = zoo.numbered_video(tmp_path / "long.mp4", count=30, rate=10)
+    windows = load_windows(path, FrameSamplingConfig(max_frames=2, window_seconds=1.2))
+    assert [(w.start, w.end) for w in windows] == pytest.approx([(0, 1), (1, 2), (2, 3)])  # not 1.2 + 1.2 + 0.6
+    assert [[zoo.frame_index(f.image) for f in w.frames] for w in windows] == [[2, 7], [12, 17], [22, 27]]
+    assert len(load_windows(path, FrameSamplingConfig(max_frames=2))) == 1  # no window_seconds: one clip
+    window = load_windows(path, FrameSamplingConfig(max_frames=1, window_seconds=1.0), start=0.5, end=2.5)
+    assert [(w.start, w.end) for w in window] == pytest.approx([(0.5, 1.5), (1.5, 2.5)])
+
+
+def test_windows_of_a_cut_off_video_stop_at_the_break(tmp_path):
+    from mllm.data.clips import load_windows
+
+    data = zoo.numbered_video(tmp_path / "clip.mkv", count=30, keyframe_every=1).read_bytes()
+    windows = load_windows(data[: len(data) // 2], FrameSamplingConfig(max_frames=2, window_seconds=0.5), name="cut")
+    assert windows and windows[-1].end < 3.0 and all(w.frames for w in windows)
+    assert any(w.truncated for w in windows)
+    with pytest.raises(VideoDecodeError, match="cut"):
+        load_windows(b"\x00" * 1000, FrameSamplingConfig(window_seconds=1.0), name="cut")
