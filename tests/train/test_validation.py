@@ -10,7 +10,7 @@ import torch
 from mllm.data.records import read_records
 from mllm.train.trainer import train
 from mllm.train.validation import CaptionValidation
-from conftest import tiny_config, write_colour_dataset
+from conftest import tiny_config, write_clip_dataset, write_colour_dataset
 
 
 def test_the_callback_logs_what_the_scorer_says_about_the_captions(tmp_path, colour_data):
@@ -51,3 +51,12 @@ def test_training_with_validation_logs_it_every_validation_steps(tmp_path, colou
     assert [row["step"] for row in history if "val_detailed_mean_words" in row] == [2, 4]
     assert len((run / "validation" / "step-4.jsonl").read_text().splitlines()) == 2
     assert (run / "validation.png").is_file()
+
+
+def test_caption_validation_captions_clip_records_too(tmp_path, colour_data):
+    held_out = write_clip_dataset(tmp_path / "held_out", n_clips=2, n_images=1)
+    run = train(tiny_config(colour_data, tmp_path / "run", f"data.eval={held_out}", "train.validation_steps=2",
+                            "train.validation_samples=3", "train.max_steps=2", "train.save_steps=100",
+                            "data.video.max_frames=2"))
+    rows = [json.loads(line) for line in (run / "validation" / "step-2.jsonl").read_text().splitlines()]
+    assert len(rows) == 3  # the image and both clips
