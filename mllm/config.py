@@ -26,6 +26,7 @@ Recipe = Literal["frozen", "lora", "qlora", "full"]
 Task = Literal["detailed", "short"]
 DataFormat = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "llava"]
 SamplerName = Literal["uniform", "fps", "scenes"]  # mllm.data.frame_samplers.SAMPLERS
+ConnectorName = Literal["mlp2x_gelu", "linear", "qformer", "pixel_shuffle"]  # mllm.model.connectors.CONNECTORS
 # transformers' SchedulerType values (tests/test_config.py checks they match).
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -64,10 +65,11 @@ class LLMConfig:
 class ConnectorConfig:
     """The trainable bridge from vision features to LLM embeddings (see mllm.model.connectors)."""
 
-    type: str = "mlp2x_gelu"
+    type: ConnectorName = "mlp2x_gelu"
     num_queries: int = 32  # qformer: visual tokens per image
     num_layers: int = 2  # qformer: transformer layers
     hidden_size: int | None = None  # qformer width; default: the vision width
+    scale: int = 2  # pixel_shuffle: each scale x scale block of patches becomes one token
 
 
 @dataclass

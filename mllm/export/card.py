@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from mllm.config import Config
+from mllm.config import Config, ConnectorConfig
 from mllm.export.hf import Exported
+from mllm.model.connectors import connector_entry
 from mllm.model.recipes import RECIPES
 from mllm.run_folder import TRAIN_LOG_FILE
 
@@ -85,12 +86,17 @@ def report_metrics(path: Path) -> dict[str, float]:
     return out
 
 
+def connector_summary(connector: ConnectorConfig) -> str:
+    details = connector_entry(connector.type).describe(connector)
+    return f"{connector.type} ({details})" if details else connector.type
+
+
 def training_summary(cfg: Config, run_dir: Path) -> list[tuple[str, str]]:
     m, t, d = cfg.model, cfg.train, cfg.data
     rows = [
         ("vision tower", hub_id(m.vision.name_or_path) or "local / randomly initialised"),
         ("language model", hub_id(m.llm.name_or_path) or "local / randomly initialised"),
-        ("connector", m.connector.type + (f" ({m.connector.num_queries} queries)" if m.connector.type == "qformer" else "")),
+        ("connector", connector_summary(m.connector)),
         ("stage", t.stage),
         ("LLM tuning", m.tuning.recipe + (f" (r={m.tuning.lora_r}, alpha={m.tuning.lora_alpha})"
                                            if RECIPES[m.tuning.recipe].lora else "")),
@@ -208,9 +214,9 @@ def render_card(exported: Exported, run_dir: str | Path, options: CardOptions | 
              f"`LlavaForConditionalGeneration`. Each image takes {exported.image_seq_length} tokens.\n"]
     if exported.bundled:
         parts.append(f"The `{exported.connector}` connector is not LLaVA's MLP, so its code is bundled with the "
-                     "model (`modeling_mllm_captioner.py`, named in `auto_map`): **load with "
-                     "`trust_remote_code=True`**, which runs that file: read it first, and opt in only if you trust this "
-                     "repository. vLLM's LLaVA loader cannot serve it.\n")
+                     "model (`modeling_mllm_captioner.py`, named in `auto_map`, and the connector's own "
+                     "`mllm_connector.py`): **load with `trust_remote_code=True`**, which runs those files: read "
+                     "them first, and opt in only if you trust this repository. vLLM's LLaVA loader cannot serve it.\n")
     parts.append("## Tasks and prompts\n")
     parts += [f"- `{task}`: \"{prompt}\"" for task, prompt in exported.prompts.items()]
     parts.append("\nThe user turn is `<image>` + newline + the instruction, rendered with the chat template "

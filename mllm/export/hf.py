@@ -1,9 +1,10 @@
 """Write a trained run as a Hub-style transformers checkpoint with its `AutoProcessor` files.
 
-- `mlp2x_gelu` connector: a stock `LlavaForConditionalGeneration` + `LlavaProcessor`; loads in
-  transformers (and vLLM) with no custom code.
-- `linear` / `qformer` connectors: the same Llava model with the projector swapped, its code
-  (`mllm/export/remote_code/`) bundled and named in `auto_map`; loads with `trust_remote_code=True`.
+- a stock connector (`mlp2x_gelu`): a stock `LlavaForConditionalGeneration` + `LlavaProcessor`;
+  loads in transformers (and vLLM) with no custom code.
+- any other connector: the same Llava model with the projector swapped, its code bundled and named
+  in `auto_map` (`mllm/export/remote_code/` plus the connector's own file as `mllm_connector.py`);
+  loads with `trust_remote_code=True`.
 
 LoRA is merged first (a QLoRA base is dequantized); the processor is checked to expand the image
 token and render the prompt exactly as the run's `CaptionProcessor` does, so greedy captions match.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +25,19 @@ import torch
 from PIL import Image
 from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
 from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-from mllm.config import Config, GenerationSettings, WeightsDType
+from mllm.config import Config, ConnectorConfig, GenerationSettings, WeightsDType
 from mllm.data.processor import CaptionProcessor
 from mllm.export.chat_template import message_forms, multimodal_chat_template
 from mllm.model.build import load_captioner
+from mllm.model.connectors import CONNECTORS, ConnectorSpec, connector_entry
 from mllm.model.recipes import dequantize_base, llm_recipe, unwrap
 from mllm.run_folder import CONFIG_FILE, give_default_mode, load_run_config
 
-STOCK_CONNECTORS = ("mlp2x_gelu",)
+STOCK_CONNECTORS = tuple(name for name, entry in CONNECTORS.items() if entry.stock)
+REMOTE_CODE = Path(__file__).with_name("remote_code")
+CONNECTOR_FILE = "mllm_connector.py"  # a bundled export's copy of its connector's own file
 TRAINING_CONFIG_FILE = "training_config.yaml"
 ADAPTER_DIR = "lora"  # with export_checkpoint(adapter=True): the LoRA adapter, PEFT format
 
@@ -170,29 +176,28 @@ def check_processor(exported, processor: CaptionProcessor) -> None:
                                   f"the run's prompt: {rendered!r} != {expected_text!r}")
 
 
-def connector_settings(llava) -> dict:
-    """The bundled config's `connector` entry, read from the trained module itself."""
-    projector = llava.model.multi_modal_projector
-    if hasattr(projector, "query_tokens"):
-        return {"type": "qformer", "num_queries": projector.query_tokens.shape[1],
-                "qformer_config": projector.qformer.config.to_dict()}
-    if hasattr(projector, "linear"):
-        return {"type": "linear"}
-    raise ExportError(f"no bundled code for the connector {type(projector).__name__}")
+def bundled_model(llava, connector: ConnectorConfig):
+    """The merged Llava as `MllmCaptionerForConditionalGeneration` (same weight names).
 
-
-def bundled_model(llava):
-    """The merged Llava as `MllmCaptionerForConditionalGeneration` (same weight names)."""
-    from mllm.export.remote_code.configuration_mllm_captioner import MllmCaptionerConfig
-    from mllm.export.remote_code.modeling_mllm_captioner import MllmCaptionerForConditionalGeneration
-
+    Its classes are loaded as transformers loads them from the export: from the bundled files, the
+    connector's own file among them, which `save_pretrained` then copies into the export.
+    """
+    entry = connector_entry(connector.type)
+    with tempfile.TemporaryDirectory(prefix="mllm_captioner_") as code:
+        for name in ("configuration_mllm_captioner.py", "modeling_mllm_captioner.py"):
+            shutil.copyfile(REMOTE_CODE / name, Path(code) / name)
+        shutil.copyfile(entry.module.__file__, Path(code) / CONNECTOR_FILE)
+        model_class = get_class_from_dynamic_module("modeling_mllm_captioner.MllmCaptionerForConditionalGeneration",
+                                                    code)
     settings = {k: v for k, v in llava.config.to_dict().items()
                 if k not in ("model_type", "architectures", "transformers_version", "auto_map")}
-    config = MllmCaptionerConfig(connector=connector_settings(llava), **settings)
-    MllmCaptionerConfig.register_for_auto_class()
-    MllmCaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    config = model_class.config_class(
+        connector={"type": connector.type, "settings": entry.settings(ConnectorSpec.of(connector, llava.config))},
+        **settings)
+    model_class.config_class.register_for_auto_class()
+    model_class.register_for_auto_class("AutoModelForImageTextToText")
     with torch.device("meta"):
-        model = MllmCaptionerForConditionalGeneration(config)
+        model = model_class(config)
     model.load_state_dict(llava.state_dict(), strict=True, assign=True)
     model.tie_weights()
     model.generation_config = llava.generation_config
@@ -228,8 +233,8 @@ def export_checkpoint(run_dir: str | Path, out_dir: str | Path, max_shard_size: 
     # Batched generation pads on the left; transformers saves a tokenizer's init kwargs, not the attribute.
     processor.tokenizer.padding_side = processor.tokenizer.init_kwargs["padding_side"] = "left"
     connector = cfg.model.connector.type
-    bundled = connector not in STOCK_CONNECTORS
-    model = bundled_model(llava) if bundled else llava
+    bundled = not connector_entry(connector).stock
+    model = bundled_model(llava, cfg.model.connector) if bundled else llava
     hf_processor = bundled_processor(processor) if bundled else stock_processor(processor, llava.config)
     check_processor(hf_processor, processor)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from mllm.config import Config, ModelConfig
 from mllm.data.processor import CaptionProcessor
-from mllm.model.connectors import ConnectorSpec, build_connector
+from mllm.errors import UsageError
+from mllm.model.connectors import ConnectorEntry, ConnectorSpec, connector_entry
 from mllm.model.llm import load_llm
 from mllm.model.recipes import apply_recipe, check_stage, llm_recipe, merge_lora
 from mllm.model.towers import detect_select_strategy, hidden_state_index, load_vision_tower
@@ -58,15 +59,27 @@ def _inputs_in_own_dtype(module: nn.Module, args: tuple, kwargs: dict):
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
+def _image_tokens(connector: ConnectorEntry, cfg: ModelConfig, tower, pixels: torch.Tensor, strategy: str) -> int:
+    """Tokens per image: the connector's count for the tower's patches (CLS dropped for 'default')."""
+    with torch.no_grad():
+        patches = tower(pixel_values=pixels).last_hidden_state.shape[1] - (strategy == "default")
+    try:
+        return connector.image_tokens(cfg.connector, patches)
+    except ValueError as error:
+        raise UsageError(f"model.connector: {error}") from None
+
+
 def assemble(cfg: ModelConfig, work_dir: Path, stage: str, dtype: torch.dtype, training: bool):
     """Load the parts and join them into one Llava model. Returns (llava, tokenizer, image processor,
     resolved model config). `dtype` is the frozen weights' dtype (all weights', when not `training`)."""
     recipe = llm_recipe(cfg, stage)
     tower, image_processor, vision_source = load_vision_tower(cfg.vision, work_dir / "base", cfg.seed)
-    llm_dtype = torch.float32 if training and recipe.trains_llm else dtype
-    llm, tokenizer, llm_source = load_llm(cfg.llm, work_dir / "base", llm_dtype, cfg.seed, quantize=recipe.quantize)
     pixels = _probe_pixels(image_processor)
     strategy = cfg.vision.select_strategy or detect_select_strategy(tower, pixels)
+    connector = connector_entry(cfg.connector.type)
+    image_tokens = _image_tokens(connector, cfg, tower, pixels, strategy)
+    llm_dtype = torch.float32 if training and recipe.trains_llm else dtype
+    llm, tokenizer, llm_source = load_llm(cfg.llm, work_dir / "base", llm_dtype, cfg.seed, quantize=recipe.quantize)
     llava_config = LlavaConfig(
         vision_config=tower.config,
         text_config=llm.config,
@@ -85,11 +98,13 @@ def assemble(cfg: ModelConfig, work_dir: Path, stage: str, dtype: torch.dtype, t
     llava.generation_config = llm.generation_config
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        spec = ConnectorSpec(cfg.connector, tower.config.hidden_size, llm.config.hidden_size, llava_config)
-        llava.model.multi_modal_projector = build_connector(spec)
+        llava.model.multi_modal_projector = connector.build(ConnectorSpec.of(cfg.connector, llava_config))
     with torch.no_grad():  # tower and connector are still fp32 here
         features = llava.model.get_image_features(pixel_values=pixels).pooler_output
-    llava.config.image_seq_length = features[0].shape[0]
+    if features[0].shape[0] != image_tokens:
+        raise RuntimeError(f"the {cfg.connector.type} connector gives {features[0].shape[0]} tokens per image; "
+                           f"its registry entry says {image_tokens}")
+    llava.config.image_seq_length = image_tokens
     if not (training and cfg.vision.trainable_layers):
         tower.to(dtype)
     if not training:

@@ -26,6 +26,7 @@ from mllm.data.processor import CaptionProcessor
 from mllm.export.hf import ExportError, chat_template
 from mllm.export.vllm_check import check_config, check_vllm, check_weights, weight_names
 from mllm.infer.backends.hf import Captioner
+from mllm.model.connectors import CONNECTORS
 from mllm.run_folder import load_run_config
 from mllm.train.trainer import train
 
@@ -34,14 +35,16 @@ CLIP_TOWER = ("model.vision.config={model_type: clip_vision_model, hidden_size: 
               "num_hidden_layers: 2, num_attention_heads: 2, image_size: 32, patch_size: 8}")
 CLIP_PROCESSOR = ("model.vision.image_processor={image_processor_type: CLIPImageProcessor, "
                   "size: {shortest_edge: 32}, crop_size: {height: 32, width: 32}}")
+# Each registered connector trains one run named after it (settings beyond its defaults here), so a new
+# connector is exported, loaded with or without remote code and compared with mllm's captions.
+CONNECTOR_SETTINGS = {"qformer": ["model.connector.num_queries=4", "model.connector.num_layers=1",
+                                  "model.tuning.recipe=lora", "model.tuning.lora_r=8"]}
 RUNS = {  # name -> (steps, overrides)
-    "siglip_mlp": (12, []),
+    **{name: (12, [f"model.connector.type={name}", *CONNECTOR_SETTINGS.get(name, [])]) for name in CONNECTORS},
     "clip_mlp_qlora": (8, [CLIP_TOWER, CLIP_PROCESSOR, "model.tuning.recipe=qlora", "model.tuning.lora_r=8"]),
-    "qformer": (12, ["model.connector.type=qformer", "model.connector.num_queries=4",
-                     "model.connector.num_layers=1", "model.tuning.recipe=lora", "model.tuning.lora_r=8"]),
-    "linear": (6, ["model.connector.type=linear"]),
 }
-STOCK, BUNDLED = ("siglip_mlp", "clip_mlp_qlora"), ("qformer", "linear")
+STOCK = (*(name for name, entry in CONNECTORS.items() if entry.stock), "clip_mlp_qlora")
+BUNDLED = tuple(name for name, entry in CONNECTORS.items() if not entry.stock)
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +127,25 @@ def test_bundled_export_loads_with_remote_code_and_captions_like_mllm(workspace,
     export = export_of(workspace, name)
     config = json.loads((export / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModelForImageTextToText"}
-    for path in export.glob("*.py"):  # self-contained: torch, transformers and each other only
+    assert config["connector"]["type"] == name
+    assert (export / "mllm_connector.py").read_text() == Path(CONNECTORS[name].module.__file__).read_text()
+    for path in export.glob("*.py"):  # self-contained: torch, transformers, the standard library and each other
         tree = ast.parse(path.read_text())
         roots = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
         roots |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert roots <= {"torch", "transformers"}, (path.name, roots)
+        assert roots <= {"torch", "transformers", *sys.stdlib_module_names}, (path.name, roots)
+
+
+def test_pixel_shuffle_export_takes_a_quarter_of_the_patches(workspace):
+    """4x4 patches, scale 2: 4 tokens per image in the config, the processor and the run's prompts."""
+    export = export_of(workspace, "pixel_shuffle")
+    assert json.loads((export / "config.json").read_text())["image_seq_length"] == 4
+    served = AutoProcessor.from_pretrained(export, trust_remote_code=True)
+    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "pixel_shuffle")
+    text = trained.render_prompt(trained.prompts["detailed"][0])
+    inputs = served(images=[Image.new("RGB", (32, 32))], text=[text], add_special_tokens=False, return_tensors="pt")
+    assert (inputs["input_ids"] == trained.image_token_id).sum() == 4
+    assert trained.prompt_ids(trained.prompts["detailed"][0]).count(trained.image_token_id) == 4
 
 
 def test_vllm_check_passes_on_clip_and_siglip_exports(workspace):
@@ -149,8 +166,8 @@ def _forms(prompt: str) -> list[list[dict]]:
 
 
 def test_chat_template_takes_string_and_list_content(workspace):
-    served = AutoProcessor.from_pretrained(export_of(workspace, "siglip_mlp"))
-    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "siglip_mlp")
+    served = AutoProcessor.from_pretrained(export_of(workspace, "mlp2x_gelu"))
+    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "mlp2x_gelu")
     for prompt in trained.prompts["detailed"] + ['Say "what" you see.\nIn one line.']:
         for messages in _forms(prompt):
             assert served.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) \
@@ -160,7 +177,7 @@ def test_chat_template_takes_string_and_list_content(workspace):
 
 
 def test_chat_template_starts_with_the_run_system_prompt(workspace):
-    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "siglip_mlp")
+    trained = CaptionProcessor.from_pretrained(workspace / "runs" / "mlp2x_gelu")
     trained.system_prompt = 'You caption images: say "what" you see 🙂\nNothing else.'
     template, prompt = chat_template(trained), trained.prompts["detailed"][0]
     expected = trained.render_prompt(prompt)
@@ -175,7 +192,7 @@ def test_chat_template_starts_with_the_run_system_prompt(workspace):
 
 
 def test_vllm_check_says_which_field_fails(workspace, tmp_path):
-    export = export_of(workspace, "siglip_mlp")
+    export = export_of(workspace, "mlp2x_gelu")
     config = json.loads((export / "config.json").read_text())
     unsupported = dict(config, vision_config=dict(config["vision_config"], model_type="dinov2"))
     problems = check_config(unsupported)
@@ -199,7 +216,7 @@ def test_card_metadata_usage_and_report(workspace, tmp_path):
     (report_dir / "eval.json").write_text(json.dumps({"fidelity": {"colour": 0.875, "shape": 0.5}, "n": 8,
                                                       "model": "x"}))
     Image.new("RGB", (8, 8)).save(report_dir / "fidelity.png")
-    exported = export_run(workspace / "runs" / "siglip_mlp", tmp_path / "out",
+    exported = export_run(workspace / "runs" / "mlp2x_gelu", tmp_path / "out",
                           ExportOptions(CardOptions("me/cap", "apache-2.0", ["me/scenes"], report_dir / "eval.json")))
     card = (exported.folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
@@ -270,7 +287,7 @@ def hub(monkeypatch):
 
 def test_push_uploads_the_export_without_showing_the_token(workspace, tmp_path, hub, capsys, caplog):
     caplog.set_level("DEBUG")
-    code = main(["export", "--model", str(workspace / "runs" / "siglip_mlp"), "--out", str(tmp_path / "out"),
+    code = main(["export", "--model", str(workspace / "runs" / "mlp2x_gelu"), "--out", str(tmp_path / "out"),
                  "--push-to-hub", "me/cap", "--private"])
     assert code == 0
     create = next(r for r in hub.requests if r.url.path == "/api/repos/create")

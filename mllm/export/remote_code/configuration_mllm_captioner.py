@@ -7,11 +7,11 @@ from transformers import LlavaConfig
 
 
 class MllmCaptionerConfig(LlavaConfig):
-    """`LlavaConfig` plus `connector`: `{"type": "linear"}` or
-    `{"type": "qformer", "num_queries": N, "qformer_config": {...Blip2QFormerConfig...}}`."""
+    """`LlavaConfig` plus `connector`: `{"type": NAME, "settings": {...}}`, the arguments of the
+    `Connector` in the bundled `mllm_connector.py`."""
 
     model_type = "mllm_captioner"
 
     def __init__(self, connector: dict | None = None, **kwargs):
-        self.connector = dict(connector or {"type": "linear"})
+        self.connector = dict(connector or {})
         super().__init__(**kwargs)

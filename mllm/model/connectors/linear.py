@@ -1,9 +1,10 @@
-"""`linear`: one linear map from vision features to LLM embeddings (LLaVA-1's projector)."""
+"""`linear`: one linear map from vision features to LLM embeddings (LLaVA-1's projector).
+
+Self-contained (torch only): bundled with exports as their connector code (mllm.model.connectors).
+"""
 
 import torch
 from torch import nn
-
-from mllm.model.connectors import ConnectorSpec, register
 
 
 class LinearProjector(nn.Module):
@@ -15,6 +16,4 @@ class LinearProjector(nn.Module):
         return self.linear(image_features)
 
 
-@register("linear")
-def build(spec: ConnectorSpec) -> LinearProjector:
-    return LinearProjector(spec.vision_width, spec.llm_width)
+Connector = LinearProjector

@@ -6,9 +6,4 @@ checkpoint, loadable by transformers and vLLM without custom code.
 
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from mllm.model.connectors import ConnectorSpec, register
-
-
-@register("mlp2x_gelu")
-def build(spec: ConnectorSpec) -> LlavaMultiModalProjector:
-    return LlavaMultiModalProjector(spec.llava_config)
+Connector = LlavaMultiModalProjector

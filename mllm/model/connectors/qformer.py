@@ -1,13 +1,12 @@
 """`qformer`: BLIP-2's Q-Former; learnable queries cross-attend to the vision features.
 
 The image then occupies exactly `num_queries` tokens in the LLM, whatever the tower's patch count.
+Self-contained (torch and transformers only): bundled with exports as their connector code.
 """
 
 import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
-
-from mllm.model.connectors import ConnectorSpec, register
 
 
 class QFormerConnector(nn.Module):
@@ -39,8 +38,4 @@ class QFormerConnector(nn.Module):
         return self.projection(self.query_outputs(image_features))
 
 
-@register("qformer")
-def build(spec: ConnectorSpec) -> QFormerConnector:
-    cfg = spec.config
-    return QFormerConnector(spec.vision_width, spec.llm_width, cfg.num_queries, cfg.num_layers,
-                            cfg.hidden_size or spec.vision_width)
+Connector = QFormerConnector
