@@ -8,6 +8,7 @@ from PIL import Image
 
 from mllm.config import load_config
 from mllm.model.build import build_captioner
+from mllm.model.connectors import CONNECTORS
 from mllm.model.recipes import unwrap
 from conftest import TINY
 
@@ -20,6 +21,7 @@ TOWERS = {
              "model.vision.image_processor={image_processor_type: CLIPImageProcessor, size: {shortest_edge: 32}, "
              "crop_size: {height: 32, width: 32}}"],
 }
+TOKENS = {"qformer": 8, "pixel_shuffle": 4}  # per image, where not one per patch (num_queries=8, scale 2)
 LLM = ["model.llm.config={model_type: llama, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
        "num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 256, tie_word_embeddings: true}"]
 
@@ -39,14 +41,14 @@ def base_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("tower", sorted(TOWERS))
 @pytest.mark.parametrize("recipe", ["frozen", "lora", "qlora"])
-@pytest.mark.parametrize("connector", ["mlp2x_gelu", "linear", "qformer"])
+@pytest.mark.parametrize("connector", sorted(CONNECTORS))
 def test_build_forward_backward_and_gradients(tower, recipe, connector, base_dirs):
     cfg = load_config(TINY, TOWERS[tower] + LLM + [
         f"model.tuning.recipe={recipe}", f"model.connector.type={connector}", "model.connector.num_queries=8",
         "train.stage=sft", "model.vision.feature_layer=-1"])
     built = build_captioner(cfg, base_dirs[tower])
     llava = unwrap(built.model)
-    expected_tokens = 8 if connector == "qformer" else 16  # 4x4 patches; CLIP's CLS is dropped
+    expected_tokens = TOKENS.get(connector, 16)  # 4x4 patches; CLIP's CLS is dropped
     assert llava.config.image_seq_length == expected_tokens
     assert built.model_config.vision.select_strategy == ("default" if tower == "clip" else "full")
 
