@@ -3,7 +3,8 @@
     mllm export --model runs/quickstart --out exports/quickstart [--push-to-hub OWNER/NAME] [--private] [--dry-run]
 
 MLP-connector runs become a stock `LlavaForConditionalGeneration` (no custom code) and are checked
-for vLLM; linear / Q-Former runs bundle their modeling code (`trust_remote_code=True`). The Hub
+for vLLM; runs with other connectors (linear, Q-Former, pixel shuffle) bundle their modeling code
+(`trust_remote_code=True`). The Hub
 token comes from HF_TOKEN or `hf auth login` and is never printed.
 """
 

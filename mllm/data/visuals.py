@@ -10,7 +10,8 @@ of its window (`record.start`), each frame's own presentation time.
 **The cap on a clip's visual tokens** (`data.video.max_visual_tokens`) is kept by sampling fewer
 frames: `max_frames` becomes `max_visual_tokens // tokens per frame`, where a frame takes what an
 image takes (`image_seq_length`: the tower's patches with an MLP or linear connector, the
-Q-Former's `num_queries` with a Q-Former, which is the connector that pools each frame's patches).
+Q-Former's `num_queries` with a Q-Former, patches / scale² with pixel shuffle: the connectors that
+pool each frame's patches, and export with bundled code).
 Pooling an MLP run's frame tokens instead would leave stock Llava: `LlavaForConditionalGeneration`
 and vLLM's LLaVA give every `<image>` the tower's full patch count, and the stock classes that pool
 frames (LLaVA-NeXT-Video's `vision_resampler`, LLaVA-OneVision's bilinear `apply_pooling`) take a
