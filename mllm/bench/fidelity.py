@@ -28,6 +28,10 @@ Scoring aligns the caption's objects to the scene's by shape (exact colour first
   split by whether the word was shown in training (`held_out_texts` of the truth). A word stated
   for a scene without one counts against text_seen, unless the scene shows held-out words only.
 
+- temporal (clips only, truth records with `events`): each event (appear, move, disappear) named with
+  the right object, in the right order, at the right time (`mllm.bench.temporal`). For a clip, the
+  other categories score its objects where each first appears.
+
 Each category sums hits and totals over all scenes (micro average). A category with no facts
 in the truth, or nothing to score, is None ("n/a"), never 1.0.
 """
@@ -41,7 +45,7 @@ from mllm.bench.scene_captions import NUMBER_WORDS
 from mllm.bench.scenes import BACKGROUNDS, COLOURS, SHAPES, SIGN, SIZE_SCALE, TEXTURES, object_groups
 
 CATEGORIES = ("object_recall", "object_precision", "colour_binding", "size", "texture", "position", "relation",
-              "occlusion", "count", "background", "text_seen", "text_held_out")
+              "occlusion", "count", "background", "text_seen", "text_held_out", "temporal")
 OCCLUSION = "in front of"
 
 Kind = tuple[str | None, str]  # (colour or None, shape)
@@ -165,12 +169,12 @@ def _mentions(tokens: list[str], modifiers: set[str]) -> list[_Mention]:
         count = numbers[-1] if numbers else (None if plural else 1)
         sizes, textures = [_SIZES[w] for w in words if w in _SIZES], [w for w in words if w in _TEXTURES]
         found.append(_Mention(start, i + 1, colours[-1] if colours else None, _SHAPE_WORDS[token], count,
-                              bool({"a", "an"} & set(words)), _place_name(places) if places else None,
+                              bool({"a", "an"} & set(words)), place_name(places) if places else None,
                               sizes[-1] if sizes else None, textures[-1] if textures else None))
     return found
 
 
-def _place_name(words: list[str]) -> str:
+def place_name(words: list[str]) -> str:
     """'top', 'left' -> 'top left'; 'middle' -> 'center'."""
     vertical = next((_VERTICAL[w] for w in words if w in _VERTICAL), "")
     horizontal = next((_HORIZONTAL[w] for w in words if w in _HORIZONTAL), "")
@@ -228,7 +232,7 @@ def _position_phrases(tokens: list[str], used: set[int]) -> list[tuple[int, int,
             j += 1
         if tokens[j:j + 2] == ["of", "the"] and j + 2 < len(tokens) and tokens[j + 2] in _FRAME_NOUNS:
             j += 3
-        found.append((i, j, _place_name(words)))
+        found.append((i, j, place_name(words)))
         i = j
     return found
 
@@ -392,6 +396,7 @@ def facts_in_truth(truth: SceneFacts) -> dict[str, int]:
     claims = truth.objects.values()
     occlusions = sum(r[1] == OCCLUSION for r in truth.relations)
     return {
+        "temporal": 0,  # from the truth record's events (`fidelity_scores`)
         **{name: len(truth.objects) for name in ("object_recall", "object_precision", "colour_binding",
                                                   "position", "count")},
         "size": sum(bool(c.sizes) for c in claims), "texture": sum(bool(c.textures) for c in claims),
@@ -415,7 +420,7 @@ def main_subject_facts(truth: dict) -> SceneFacts:
                         "held_out_texts": [t for t in texts if t in truth.get("held_out_texts", [])]})
 
 
-SHORT_TASK_SKIPS = ("position", "relation", "occlusion", "background")
+SHORT_TASK_SKIPS = ("position", "relation", "occlusion", "background", "temporal")
 """Categories a short caption is not asked for."""
 
 
@@ -427,6 +432,8 @@ def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict], ta
     "support": {name: total facts scored}}; a category is None when the truth never has it or
     nothing could be scored.
     """
+    from mllm.bench.temporal import temporal_tally  # it reads places with this module's `place_name`
+
     tallies = {name: Tally() for name in CATEGORIES}
     in_truth = {name: 0 for name in CATEGORIES}
     facts_of = main_subject_facts if task == "short" else truth_facts
@@ -437,6 +444,9 @@ def fidelity_scores(captions: dict[str, str | None], truths: dict[str, dict], ta
             tallies[name].add(tally.hits, tally.total)
         for name, n in facts_in_truth(true_facts).items():
             in_truth[name] += n
+        if truth.get("events") and task != "short":
+            tallies["temporal"].add(*temporal_tally(captions.get(key), truth))
+            in_truth["temporal"] += len(truth["events"])
     if task == "short":
         for name in SHORT_TASK_SKIPS:
             in_truth[name] = 0

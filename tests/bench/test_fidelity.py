@@ -41,7 +41,7 @@ PERFECT = (
 )
 
 
-NOT_IN_TRUTH = {"size", "texture", "occlusion", "background", "text_held_out"}
+NOT_IN_TRUTH = {"size", "texture", "occlusion", "background", "text_held_out", "temporal"}  # temporal: clips only
 
 
 def scores(caption, truth=TRUTH):
@@ -170,6 +170,7 @@ def test_generator_dsc_scores_one_on_every_applicable_category(preset):
         truths[str(i)], captions[str(i)] = truth, CAPTION_WRITERS[cfg.caption_style](truth, rng)["caption"]
     result = fidelity_scores(captions, truths)["categories"]
     expected_absent = {"size", "texture", "occlusion", "text_seen", "text_held_out"} if preset == "quickstart" else set()
+    expected_absent.add("temporal")  # clips only
     assert {n for n, v in result.items() if v is None} == expected_absent
     assert all(v == 1.0 for v in result.values() if v is not None), result
 
@@ -183,7 +184,7 @@ def test_the_short_task_is_scored_against_the_main_subject_only():
     assert short('A green sign reading "CAT".') == {
         "object_recall": 1.0, "object_precision": 1.0, "colour_binding": 1.0, "size": None, "texture": None,
         "position": None, "relation": None, "occlusion": None, "count": 1.0, "background": None,
-        "text_seen": 1.0, "text_held_out": None}
+        "text_seen": 1.0, "text_held_out": None, "temporal": None}
     assert short("A red sign.")["colour_binding"] == 0.0
     assert short('A green sign reading "CAT" and a red circle.')["object_precision"] == pytest.approx(1 / 2)
     assert short("A blue square.")["object_recall"] == 0.0
@@ -231,7 +232,7 @@ def rich_changed(*edits):
 
 
 def test_perfect_rich_captions_score_one_everywhere():
-    assert rich_scores() == {name: 1.0 for name in CATEGORIES}
+    assert rich_scores() == {name: None if name == "temporal" else 1.0 for name in CATEGORIES}
 
 
 def test_wrong_size_lowers_size_only():
@@ -286,4 +287,4 @@ def test_rich_generator_captions_are_long_and_complete(tmp_path):
     assert sum(words) / len(words) >= 40
     assert any(t.get("held_out_texts") for t in truths.values())
     result = fidelity_scores({k: t["caption"] for k, t in truths.items()}, truths)["categories"]
-    assert result == {name: 1.0 for name in CATEGORIES}
+    assert result == {name: None if name == "temporal" else 1.0 for name in CATEGORIES}
