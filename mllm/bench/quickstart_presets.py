@@ -17,6 +17,9 @@ class QuickstartPreset:
     config: Path  # the training config
     tower: dict = field(default_factory=dict)  # TowerPretrainConfig fields over its defaults
     scenes: dict = field(default_factory=dict)  # SceneConfig fields over the scene preset's
+    # ClipConfig fields (mllm.bench.clip_scenes) over its defaults: the preset also trains on clips
+    # drawn like its scenes and scores held-out clips; None: images only
+    clips: dict | None = None
 
 
 QUICKSTART_PRESETS: dict[str, QuickstartPreset] = {
@@ -27,4 +30,9 @@ QUICKSTART_PRESETS: dict[str, QuickstartPreset] = {
     "rich": QuickstartPreset("rich", CONFIGS / "rich.yaml", scenes={"n_train": 3000, "n_test": 200},
                              tower={"hidden_size": 192, "num_layers": 3, "patch_size": 42, "image_size": 126,
                                     "steps": 2000, "lr": 3e-3}),
+    # the quickstart's scenes and tower, plus 4-frame clips of the same shapes appearing, moving and
+    # disappearing (configs/clips.yaml): one model for images and clips
+    "clips": QuickstartPreset("quickstart", CONFIGS / "clips.yaml",
+                              scenes={"n_train": 3000, "n_test": 200, "image_size": 48},
+                              clips={"n_train": 1000, "n_val": 100, "n_test": 100}),
 }
