@@ -111,7 +111,8 @@ def _timeline(cfg: ClipConfig, rng: random.Random) -> tuple[list[_Object], list[
                 if obj.appear == frame:
                     here[i] = rng.choice([c for c in cells if c not in here.values()])
                     events.append({"kind": "appear", "object": i, "time": time, "from": None, "to": here[i]})
-            changing = [i for i in here if objects[i].appear < frame and objects[i].changes < cfg.max_changes_per_object]
+            changing = [i for i in here
+                        if objects[i].appear < frame and objects[i].changes < cfg.max_changes_per_object]
             if changing and len(events) < cfg.max_events and rng.random() < cfg.change_prob:
                 i = rng.choice(changing)
                 free = [c for c in cells if c not in here.values()]

@@ -30,9 +30,10 @@ QUICKSTART_PRESETS: dict[str, QuickstartPreset] = {
     "rich": QuickstartPreset("rich", CONFIGS / "rich.yaml", scenes={"n_train": 3000, "n_test": 200},
                              tower={"hidden_size": 192, "num_layers": 3, "patch_size": 42, "image_size": 126,
                                     "steps": 2000, "lr": 3e-3}),
-    # the quickstart's scenes and tower, plus 4-frame clips of the same shapes appearing, moving and
-    # disappearing (configs/clips.yaml): one model for images and clips
+    # the quickstart's scenes (its 200 test scenes; 2000 training ones, more than its steps see) and
+    # tower, plus 4-frame clips of the same shapes appearing, moving and disappearing (configs/clips.yaml
+    # says why these numbers): one model for images and clips
     "clips": QuickstartPreset("quickstart", CONFIGS / "clips.yaml",
-                              scenes={"n_train": 3000, "n_test": 200, "image_size": 48},
-                              clips={"n_train": 1000, "n_val": 100, "n_test": 100}),
+                              scenes={"n_train": 2000, "n_test": 200, "image_size": 48},
+                              clips={"n_train": 1200, "n_val": 100, "n_test": 100}),
 }

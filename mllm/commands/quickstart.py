@@ -16,8 +16,8 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     parser.add_argument("--preset", default="quickstart", choices=sorted(QUICKSTART_PRESETS),
-                        help="scenes, tower and training config: quickstart (1-2 shapes) | rich | clips (the quickstart's "
-                             "scenes plus clips of them; default: quickstart)")
+                        help="scenes, tower and training config: quickstart (1-2 shapes) | rich | clips "
+                             "(the quickstart's scenes plus clips of them; default: quickstart)")
     parser.add_argument("--config", help="training config (default: the preset's, configs/<preset>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, help="training scenes (default: the preset's, 3000)")
@@ -25,8 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-size", type=int,
                         help="scene size in pixels (default: the preset's; quickstart 48 = a 3x3 grid of 16px "
                              "patches, one column per scene column; rich 128)")
-    parser.add_argument("--n-train-clips", type=int, help="training clips (a preset with clips; default: its own, 1000)")
-    parser.add_argument("--n-test-clips", type=int, help="held-out test clips (a preset with clips; default: its own, 100)")
+    parser.add_argument("--n-train-clips", type=int,
+                        help="training clips (presets with clips; default: the preset's, 1200)")
+    parser.add_argument("--n-test-clips", type=int,
+                        help="held-out test clips (presets with clips; default: the preset's, 100)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
 

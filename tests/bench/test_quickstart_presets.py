@@ -79,7 +79,8 @@ def test_interleaved_records_alternate_and_keep_their_files(tmp_path):
     images, clips = tmp_path / "scenes" / "train.jsonl", tmp_path / "clips" / "train.jsonl"
     images.write_text("".join(json.dumps({"key": f"i{n}", "image": f"images/i{n}.png", "caption": "x"}) + "\n"
                               for n in range(3)))
-    clips.write_text(json.dumps({"key": "c0", "video": "videos/c0.mp4", "start": 0.0, "end": 4.0, "caption": "y"}) + "\n")
+    clip = {"key": "c0", "video": "videos/c0.mp4", "start": 0.0, "end": 4.0, "caption": "y"}
+    clips.write_text(json.dumps(clip) + "\n")
     for n in range(3):
         (tmp_path / "scenes" / "images" / f"i{n}.png").write_bytes(b"")
     (tmp_path / "clips" / "videos" / "c0.mp4").write_bytes(b"")
