@@ -18,7 +18,6 @@ end, caption, short_caption}`), `<split>_truth.jsonl`, `clip_config.json`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -26,9 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
-
-from mllm.bench.scenes import SPLITS, Placed, SceneConfig, _box, position_name, scene_preset
+from mllm.bench.scenes import Placed, SceneConfig, _box, position_name, scene_preset, write_splits
 
 EVENT_KINDS = ("appear", "move", "disappear")
 
@@ -204,30 +201,20 @@ def generate_clips(out_dir: str | Path, cfg: ClipConfig) -> dict[str, Path]:
 
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    paths: dict[str, Path] = {}
-    for split_index, split in enumerate(SPLITS):
-        rng = random.Random(f"clips/{cfg.seed}/{split_index}")
-        records, truths = [], []
-        for i in tqdm(range(cfg.split_sizes()[split]), desc=f"clips {split}", leave=False):
-            while True:
-                frames, truth = sample_clip(cfg, rng)
-                digest = hashlib.md5(b"".join(frame.tobytes() for frame in frames)).hexdigest()
-                if digest not in seen:
-                    break
-            seen.add(digest)
-            key = f"{split}-clip-{i:06d}"
-            video = f"videos/{key}.mp4"
-            write_clip_video(out / video, frames, cfg)
-            captions = write_clip_captions(truth, rng)
-            records.append({"key": key, "video": video, "start": 0.0, "end": cfg.duration, **captions})
-            truths.append({"key": key, "video": video, **truth, **captions})
-        paths[split] = _write_jsonl(out / f"{split}.jsonl", records)
-        _write_jsonl(out / f"{split}_truth.jsonl", truths)
+
+    def draw(rng: random.Random, split: str) -> tuple[bytes, tuple[list[Image.Image], dict]]:
+        frames, truth = sample_clip(cfg, rng)
+        return b"".join(frame.tobytes() for frame in frames), (frames, truth)
+
+    def write(split: str, i: int, drawn: tuple[list[Image.Image], dict], rng: random.Random) -> tuple[dict, dict]:
+        frames, truth = drawn
+        key = f"{split}-clip-{i:06d}"
+        video = f"videos/{key}.mp4"
+        write_clip_video(out / video, frames, cfg)
+        captions = write_clip_captions(truth, rng)
+        return ({"key": key, "video": video, "start": 0.0, "end": cfg.duration, **captions},
+                {"key": key, "video": video, **truth, **captions})
+
+    paths = write_splits(out, cfg.split_sizes(), f"clips/{cfg.seed}", "clips", draw, write)
     (out / "clip_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return paths
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path

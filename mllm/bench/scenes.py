@@ -334,34 +334,52 @@ def generate_scenes(out_dir: str | Path, cfg: SceneConfig) -> dict[str, Path]:
     from mllm.bench.caption_styles import CAPTION_WRITERS
 
     write_captions = CAPTION_WRITERS[cfg.caption_style]
-
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    paths: dict[str, Path] = {}
-    for split_index, split in enumerate(SPLITS):
-        rng = random.Random(f"{cfg.seed}/{split_index}")
-        records, truths = [], []
-        for i in tqdm(range(cfg.split_sizes()[split]), desc=f"scenes {split}", leave=False):
-            image, truth = sample_scene(cfg, rng, held_out=split != "train")
-            digest = hashlib.md5(image.tobytes()).hexdigest()
-            while digest in seen:
-                image, truth = sample_scene(cfg, rng, held_out=split != "train")
-                digest = hashlib.md5(image.tobytes()).hexdigest()
-            seen.add(digest)
-            key = f"{split}-{i:06d}"
-            image_rel = f"images/{key}.png"
-            image.save(out / image_rel)
-            captions = write_captions(truth, rng)
-            records.append({"key": key, "image": image_rel, **captions})
-            truths.append({"key": key, "image": image_rel, **truth, **captions})
-        paths[split] = _write_jsonl(out / f"{split}.jsonl", records)
-        _write_jsonl(out / f"{split}_truth.jsonl", truths)
+
+    def draw(rng: random.Random, split: str) -> tuple[bytes, tuple[Image.Image, dict]]:
+        image, truth = sample_scene(cfg, rng, held_out=split != "train")
+        return image.tobytes(), (image, truth)
+
+    def write(split: str, i: int, drawn: tuple[Image.Image, dict], rng: random.Random) -> tuple[dict, dict]:
+        image, truth = drawn
+        key = f"{split}-{i:06d}"
+        image_rel = f"images/{key}.png"
+        image.save(out / image_rel)
+        captions = write_captions(truth, rng)
+        return {"key": key, "image": image_rel, **captions}, {"key": key, "image": image_rel, **truth, **captions}
+
+    paths = write_splits(out, cfg.split_sizes(), str(cfg.seed), "scenes", draw, write)
     (out / "scene_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return paths
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+def write_splits(out: Path, sizes: dict[str, int], seed: str, name: str, draw, write) -> dict[str, Path]:
+    """`<split>.jsonl` and `<split>_truth.jsonl` under `out` for every split: `sizes[split]` items, the
+    i-th `draw(rng, split) -> (pixels, drawn)` (drawn again while its pixels repeat an earlier item's,
+    so splits never share identical pixels), then `write(split, i, drawn, rng) -> (record, truth)`.
+    Each split draws from its own `random.Random(f"{seed}/{split index}")`; `name` labels the progress
+    bar. Returns {split: path of <split>.jsonl}."""
+    seen: set[str] = set()
+    paths: dict[str, Path] = {}
+    for split_index, split in enumerate(SPLITS):
+        rng = random.Random(f"{seed}/{split_index}")
+        records, truths = [], []
+        for i in tqdm(range(sizes[split]), desc=f"{name} {split}", leave=False):
+            pixels, drawn = draw(rng, split)
+            while (digest := hashlib.md5(pixels).hexdigest()) in seen:
+                pixels, drawn = draw(rng, split)
+            seen.add(digest)
+            record, truth = write(split, i, drawn, rng)
+            records.append(record)
+            truths.append(truth)
+        paths[split] = write_jsonl(out / f"{split}.jsonl", records)
+        write_jsonl(out / f"{split}_truth.jsonl", truths)
+    return paths
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line."""
     with path.open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
