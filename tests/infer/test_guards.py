@@ -10,6 +10,7 @@ from fake_captioner import FakeCaptioner
 from mllm.config import GenerationSettings
 from mllm.infer.backends.hf_decode import LoopStop
 from mllm.infer.guards import LoopGuard, cut_loop, find_loop, fit_length, is_looping, loop_end, word_count
+from mllm.infer.decoding import Frames
 from mllm.infer.engine import CaptionEngine, EngineConfig
 
 CLEAN = "A red kite flies over a beach. Two people watch it from the sand, and a dog runs by the water."
@@ -95,7 +96,7 @@ def _guarded(looping, settings, guard=LoopGuard()):
     pixels[1, 0] = 1.0  # row 0 black, row 1 red
     captioner = FakeCaptioner(looping=looping)
     engine = CaptionEngine(captioner, {"detailed": settings}, EngineConfig(tasks=("detailed",), loop_guard=guard))
-    return engine._generate_guarded(pixels, "detailed"), captioner
+    return engine._generate_guarded(Frames(pixels, [None, None]), "detailed"), captioner
 
 
 def test_a_looping_caption_is_cut_at_the_loop_with_no_second_generation_pass():

@@ -12,6 +12,7 @@ from PIL import Image
 from mllm.config import GenerationSettings
 from mllm.infer.backends.hf import Captioner
 from mllm.infer.backends.hf_decode import decode_dropping_finished
+from mllm.infer.decoding import Frames
 from mllm.infer.engine import CaptionEngine, EngineConfig
 from mllm.infer.guards import LoopGuard, find_loop
 from mllm.model.build import build_captioner
@@ -114,7 +115,7 @@ def test_the_engine_cuts_looping_rows_after_one_generate_call_for_the_batch(capt
     monkeypatch.setattr(captioner.model, "generate", lambda *a, **k: calls.append(len(k["input_ids"])) or generate(*a, **k))
     engine = CaptionEngine(captioner, {"detailed": GenerationSettings(max_new_tokens=MAX_NEW)},
                            EngineConfig(tasks=("detailed",), batch_size=len(SIZES), num_workers=0))
-    results = engine._generate_guarded(captioner.preprocessor(captioner.images), "detailed")
+    results = engine._generate_guarded(Frames(captioner.preprocessor(captioner.images), [None] * len(SIZES)), "detailed")
     assert calls == [len(SIZES)]  # one pass over the batch, none for the looping rows
     cut = [actions for _, _, actions, _ in results if "cut" in actions]
     assert 0 < len(cut) < len(SIZES)
