@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,9 @@ def caption_file(captioner, source: ImageSource, config: CaptionFileConfig, sett
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"another `mllm caption` is writing {out}") from None
-        claim_job(partial, caption_job(source, config, captioner.model_id, captioner.model_revision,
-                                       engine.settings), listing)
+        job = caption_job(source, replace(config, engine=engine.config), captioner.model_id,
+                          captioner.model_revision, engine.settings)
+        claim_job(partial, job, listing)
         summary = _run(engine, source, partial / ROWS_FILE, config)
         summary.files_not_read = listing.skipped
         _finish(partial / ROWS_FILE, out)

@@ -209,8 +209,10 @@ class CaptionEngine:
             if config.batch_size != "auto" and config.batch_size < 1:
                 raise ValueError("batch_size must be >= 1 or 'auto'")
             settings = {t: replace(s, batch_size=config.batch_size) for t, s in settings.items()}
+        # The video sampling asked for, else the captioner's (the run's data.video): job records name it.
+        config = replace(config, video=config.video or getattr(captioner, "video", None) or FrameSamplingConfig())
         self.captioner, self.config = captioner, config
-        self.sampling = self._sampling(config.video or getattr(captioner, "video", None) or FrameSamplingConfig())
+        self.sampling = self._sampling(config.video)
         self.settings = {t: self._sized(settings[t], t) for t in config.tasks}
         self.batch_limit = {t: self.settings[t].batch_size for t in config.tasks}  # halved on out-of-memory
         self.constant = {"model_id": captioner.model_id, "model_revision": captioner.model_revision,

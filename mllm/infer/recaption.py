@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -134,8 +134,9 @@ def recaption(captioner, source: ImageSource, config: RecaptionConfig, settings:
     engine = CaptionEngine(captioner, settings, config.engine)
     folder = OutputFolder(config.out_dir)
     listing = source.listing()  # checks the input before anything is written
-    folder.claim_job(recaption_job(source, config, captioner.model_id, captioner.model_revision, engine.settings),
-                     listing)
+    job = recaption_job(source, replace(config, engine=engine.config), captioner.model_id, captioner.model_revision,
+                        engine.settings)
+    folder.claim_job(job, listing)
     planner = _Planner(source, folder, config, engine.batch_size)
     num_units = len(source.units())
     summary, started = RecaptionSummary(files_not_read=listing.skipped), time.monotonic()

@@ -149,6 +149,25 @@ def test_sharded_job_over_videos_is_exactly_once_and_resumes(tmp_path):
     assert manifest["complete"] and manifest["rows_done"] == 6
 
 
+
+def test_a_job_records_the_sampling_it_uses_so_api_and_command_line_runs_resume_each_other(tmp_path):
+    """The API leaves `EngineConfig.video` unset (the captioner's, i.e. the run's `data.video`); the command
+    line passes the run's `data.video` explicitly: both are the same job."""
+    folder = acceptance_folder(tmp_path / "in")
+    captioner = FakeCaptioner()
+    captioner.video = SAMPLING
+
+    def run(video):
+        config = RecaptionConfig(str(tmp_path / "out"), rows_per_shard=2, progress=False,
+                                 engine=EngineConfig(tasks=("short",), num_workers=1, batch_size=2, video=video))
+        return recaption(captioner, FolderSource(str(folder)), config, SETTINGS)
+
+    first = run(None)
+    job = json.loads((tmp_path / "out" / "job.json").read_text())
+    assert job["decode"]["video"]["max_frames"] == SAMPLING.max_frames
+    again = run(SAMPLING)  # would raise "holds a different job" if the first run recorded no sampling
+    assert first.done == 5 and again.done == 0 and again.skipped == 5
+
 # -- the real tiny model: clips through the HF backend, windows and the whole-video caption ---------
 # `vllm_lora_run` (conftest): a LoRA adapter over a trained tiny captioner, one that changes its captions.
 

@@ -101,7 +101,6 @@ def _rows(out) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known bug (stop 24): a job started through the Python API records decode.video None, the CLI records the run's data.video, so the CLI rerun is refused as a different job; fix decode_record to record the effective sampling")
 def test_recaption_with_vllm_engine_end_to_end(overfit_run, vllm_lora_run, vllm_python, tmp_path, monkeypatch,
                                                capsys):
     (base, data), lora = overfit_run, vllm_lora_run
