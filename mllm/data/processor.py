@@ -90,9 +90,11 @@ class CaptionProcessor:
         return choices[zlib.crc32(f"{key}|{task}".encode()) % len(choices)] if key else choices[0]
 
     def _messages(self, prompt: str, caption: str | None = None,
-                  timestamps: Sequence[float] | None = None) -> list[dict]:
+                  timestamps: Sequence[float] | None = None, visual: bool = True) -> list[dict]:
+        """The conversation; `visual=False`: the user turn has the text alone (no image token)."""
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-        messages.append({"role": "user", "content": visual_text(self.image_token, timestamps) + prompt})
+        shown = visual_text(self.image_token, timestamps) if visual else ""
+        messages.append({"role": "user", "content": shown + prompt})
         if caption is not None:
             messages.append({"role": "assistant", "content": caption})
         return messages
@@ -195,9 +197,8 @@ class CaptionProcessor:
 
     def text_prompt_ids(self, prompt: str) -> list[int]:
         """The chat-templated prompt of a user turn with text alone."""
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-        text = self.tokenizer.apply_chat_template([*messages, {"role": "user", "content": prompt}],
-                                                  add_generation_prompt=True, tokenize=False)
+        text = self.tokenizer.apply_chat_template(self._messages(prompt, visual=False), add_generation_prompt=True,
+                                                  tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _left_padded(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:

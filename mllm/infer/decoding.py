@@ -15,6 +15,7 @@ after the other, with each row's timestamps (None: an image).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,11 +105,8 @@ class Frames:
 
     def take(self, rows: list[int]) -> Frames:
         """Rows `rows`, with their frames."""
-        starts, at = [], 0
-        for count in self.frame_counts():
-            starts.append(at)
-            at += count
         counts = self.frame_counts()
+        starts = [0, *itertools.accumulate(counts)]
         frames = [f for r in rows for f in range(starts[r], starts[r] + counts[r])]
         pixels = self.pixels[frames] if isinstance(self.pixels, torch.Tensor) else [self.pixels[f] for f in frames]
         return Frames(pixels, [self.timestamps[r] for r in rows])

@@ -133,11 +133,9 @@ class _DecodeInputs(torch.utils.data.Dataset):
             return work, None, "decode", f"{item.ref or item.key}: {_describe(error)}"
 
 
-def take(batch, indices: list[int]):
-    """Rows `indices` of a preprocessed batch (`Frames`, a tensor, or a list with one entry per row)."""
-    if isinstance(batch, Frames):
-        return batch.take(indices)
-    return batch[indices] if isinstance(batch, torch.Tensor) else [batch[i] for i in indices]
+def take(batch: Frames | list, indices: list[int]) -> Frames | list:
+    """Rows `indices` of what `_generate` splits: `Frames`, or a list of text prompts."""
+    return batch.take(indices) if isinstance(batch, Frames) else [batch[i] for i in indices]
 
 
 @dataclass
